@@ -1,0 +1,52 @@
+# cowguard: `make demo` and `make test` work on a fresh Debian 12 machine; each installs what is missing.
+SHELL := /bin/bash
+PY := /usr/bin/python3
+BUILD ?= build
+PLUGIN := $(BUILD)/cowguard_plugin.so
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PLUGIN_DIR := $(shell uwsgi --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR="\\"\([^\\]*\)\\"".*/\1/p')
+PKGS := uwsgi-core uwsgi-plugin-python3 uwsgi-src libjansson-dev check pkg-config cmake g++ make \
+        python3-dev python3.11-dev python3-pytest python3-django python3-matplotlib wrk
+
+.PHONY: deps build build-uwsgi unit integration test demo bench bench-quick install clean
+
+deps:
+	@missing=""; for p in $(PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "[deps] installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j2
+
+# The other supported build: uWSGI's own plugin builder, writing ./cowguard_plugin.so.
+build-uwsgi: deps
+	uwsgi --build-plugin .
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure
+
+integration: build
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+test: unit integration
+
+demo: build
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/demo.py
+
+bench: build
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --full
+
+bench-quick: build
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --quick
+
+install: build
+	install -m 0644 $(PLUGIN) $(PLUGIN_DIR)/cowguard_plugin.so
+	@echo "installed $(PLUGIN_DIR)/cowguard_plugin.so: load it with 'plugins = python3,cowguard'"
+
+clean:
+	rm -rf $(BUILD) cowguard_plugin.so .uwsgi_plugins_builder

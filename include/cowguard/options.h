@@ -1,0 +1,77 @@
+// Parsing and validation of every cowguard option value. Pure: no uWSGI, no CPython.
+// The glue collects the raw strings the user wrote; build_settings() turns them into one
+// immutable Settings value or one error line naming the option and what it accepts.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cowguard {
+
+enum class GcPolicy { Young, Off, Thresholds };
+enum class GuardMode { Block, Warn, Allow };
+enum class WarmupErrors { Fatal, Log };
+
+// -1 means "leave this generation's threshold as CPython has it".
+struct GcThresholds {
+    long t0 = -1, t1 = -1, t2 = -1;
+};
+
+// Thresholds used by `cowguard-gc = young`. After gc.freeze() every tracked object created
+// before the fork sits in the permanent generation, so any collection scans only objects
+// created in this worker; a large gen-0 threshold makes collections rare enough to cost about
+// what `off` costs while reference cycles are still freed (measured by bench/, see README).
+constexpr GcThresholds kYoungThresholds{50000, 20, 100};
+
+struct Settings {
+    bool enabled = true;
+    bool freeze = true;
+    bool collect_before_freeze = true;
+    GcPolicy gc = GcPolicy::Young;
+    GcThresholds thresholds = kYoungThresholds;  // effective thresholds for Young/Thresholds
+    GuardMode guard = GuardMode::Block;
+    bool fast_exit = true;
+    bool stats = true;
+    double stats_interval_s = 1.0;
+    uint64_t reload_on_uss_mb = 0;  // 0: off
+    uint64_t reload_on_pss_mb = 0;
+    uint64_t evil_reload_on_uss_mb = 0;
+    uint64_t evil_reload_on_pss_mb = 0;
+    std::vector<std::string> warmup;  // module:callable, in order
+    WarmupErrors warmup_errors = WarmupErrors::Fatal;
+    bool trim = false;
+    std::string cow_report_dir;  // empty: off
+};
+
+// One option as the user wrote it: every value given, in order (the last one wins for
+// single-valued options; build_settings reports the overridden ones through `notes`).
+using RawOptions = std::map<std::string, std::vector<std::string>>;
+
+// Names of every option cowguard accepts (for the glue's options table and for docs).
+const std::vector<std::string>& option_names();
+// True for options that may be given more than once and keep every value.
+bool option_is_list(const std::string& name);
+
+struct BuildResult {
+    std::optional<std::string> error;  // one line: "cowguard-gc: 'x' is not valid; accepts ..."
+    std::vector<std::string> notes;    // informational lines (e.g. overridden values)
+};
+
+BuildResult build_settings(const RawOptions& raw, Settings& out);
+
+// Single-value parsers, exposed for the unit tests. Each returns false on a bad value.
+bool parse_bool(const std::string& v, bool& out);
+bool parse_gc_policy(const std::string& v, GcPolicy& policy, GcThresholds& thresholds);
+bool parse_guard(const std::string& v, GuardMode& out);
+bool parse_megabytes(const std::string& v, uint64_t& out);
+bool parse_interval(const std::string& v, double& out);
+bool parse_warmup(const std::string& v);
+
+// Human-readable forms, for the startup line and the stats document.
+std::string describe_policy(GcPolicy policy, const GcThresholds& t);
+const char* guard_name(GuardMode g);
+
+}  // namespace cowguard

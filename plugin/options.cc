@@ -1,0 +1,276 @@
+// Option parsing and validation (pure). See include/cowguard/options.h.
+#include "cowguard/options.h"
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+
+namespace cowguard {
+
+namespace {
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+std::string trim(const std::string& s) {
+    size_t b = 0, e = s.size();
+    while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) b++;
+    while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) e--;
+    return s.substr(b, e - b);
+}
+
+// Strict non-negative decimal integer, no sign, no spaces, at most `max`.
+bool parse_uint(const std::string& s, unsigned long long max, unsigned long long& out) {
+    if (s.empty() || s.size() > 20) return false;
+    unsigned long long v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') return false;
+        unsigned d = static_cast<unsigned>(c - '0');
+        if (v > (max - d) / 10) return false;
+        v = v * 10 + d;
+    }
+    out = v;
+    return true;
+}
+
+bool is_identifier(const std::string& s) {
+    if (s.empty()) return false;
+    if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+    for (char c : s)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+    return true;
+}
+
+bool is_dotted_name(const std::string& s) {
+    if (s.empty()) return false;
+    size_t start = 0;
+    while (true) {
+        size_t dot = s.find('.', start);
+        std::string part = s.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+        if (!is_identifier(part)) return false;
+        if (dot == std::string::npos) return true;
+        start = dot + 1;
+    }
+}
+
+constexpr unsigned long long kMaxThreshold = 1000000000ULL;
+constexpr unsigned long long kMaxMegabytes = 1ULL << 30;  // 1 PiB: anything above is a typo
+
+struct OptionSpec {
+    const char* name;
+    const char* accepts;
+    bool list;
+    std::function<bool(const std::string&, Settings&)> apply;
+};
+
+const std::vector<OptionSpec>& specs() {
+    static const std::vector<OptionSpec> s = {
+        {"cowguard", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.enabled); }},
+        {"cowguard-freeze", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.freeze); }},
+        {"cowguard-collect-before-freeze", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.collect_before_freeze); }},
+        {"cowguard-gc", "young, off or T0[,T1[,T2]] (integers 0..1000000000)", false,
+         [](const std::string& v, Settings& o) { return parse_gc_policy(v, o.gc, o.thresholds); }},
+        {"cowguard-guard", "block, warn or allow", false,
+         [](const std::string& v, Settings& o) { return parse_guard(v, o.guard); }},
+        {"cowguard-fast-exit", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.fast_exit); }},
+        {"cowguard-stats", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.stats); }},
+        {"cowguard-stats-interval", "seconds, a number from 0.1 to 3600", false,
+         [](const std::string& v, Settings& o) { return parse_interval(v, o.stats_interval_s); }},
+        {"cowguard-reload-on-uss", "megabytes, an integer from 1 (0 turns it off)", false,
+         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.reload_on_uss_mb); }},
+        {"cowguard-reload-on-pss", "megabytes, an integer from 1 (0 turns it off)", false,
+         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.reload_on_pss_mb); }},
+        {"cowguard-evil-reload-on-uss", "megabytes, an integer from 1 (0 turns it off)", false,
+         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.evil_reload_on_uss_mb); }},
+        {"cowguard-evil-reload-on-pss", "megabytes, an integer from 1 (0 turns it off)", false,
+         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.evil_reload_on_pss_mb); }},
+        {"cowguard-warmup", "module:callable (a dotted module path, a colon, a callable name)", true,
+         [](const std::string& v, Settings& o) {
+             if (!parse_warmup(v)) return false;
+             o.warmup.push_back(trim(v));
+             return true;
+         }},
+        {"cowguard-warmup-errors", "fatal or log", false,
+         [](const std::string& v, Settings& o) {
+             std::string l = lower(trim(v));
+             if (l == "fatal") o.warmup_errors = WarmupErrors::Fatal;
+             else if (l == "log") o.warmup_errors = WarmupErrors::Log;
+             else return false;
+             return true;
+         }},
+        {"cowguard-trim", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.trim); }},
+        {"cowguard-cow-report", "a directory path (absolute, or relative to uWSGI's working directory)", false,
+         [](const std::string& v, Settings& o) {
+             std::string t = trim(v);
+             if (t.empty() || t.find('\0') != std::string::npos) return false;
+             o.cow_report_dir = t;
+             return true;
+         }},
+    };
+    return s;
+}
+
+}  // namespace
+
+const std::vector<std::string>& option_names() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> n;
+        for (const auto& s : specs()) n.emplace_back(s.name);
+        return n;
+    }();
+    return names;
+}
+
+bool option_is_list(const std::string& name) {
+    for (const auto& s : specs())
+        if (name == s.name) return s.list;
+    return false;
+}
+
+bool parse_bool(const std::string& v, bool& out) {
+    std::string l = lower(trim(v));
+    if (l == "true" || l == "yes" || l == "on" || l == "1") { out = true; return true; }
+    if (l == "false" || l == "no" || l == "off" || l == "0") { out = false; return true; }
+    return false;
+}
+
+bool parse_gc_policy(const std::string& v, GcPolicy& policy, GcThresholds& thresholds) {
+    std::string l = lower(trim(v));
+    if (l == "young") {
+        policy = GcPolicy::Young;
+        thresholds = kYoungThresholds;
+        return true;
+    }
+    if (l == "off") {
+        policy = GcPolicy::Off;
+        thresholds = GcThresholds{0, -1, -1};
+        return true;
+    }
+    // T0[,T1[,T2]]
+    long vals[3] = {-1, -1, -1};
+    size_t start = 0;
+    int n = 0;
+    while (true) {
+        if (n == 3) return false;
+        size_t comma = l.find(',', start);
+        std::string part = trim(l.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        unsigned long long x;
+        if (!parse_uint(part, kMaxThreshold, x)) return false;
+        vals[n++] = static_cast<long>(x);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    policy = GcPolicy::Thresholds;
+    thresholds = GcThresholds{vals[0], vals[1], vals[2]};
+    return true;
+}
+
+bool parse_guard(const std::string& v, GuardMode& out) {
+    std::string l = lower(trim(v));
+    if (l == "block") out = GuardMode::Block;
+    else if (l == "warn") out = GuardMode::Warn;
+    else if (l == "allow") out = GuardMode::Allow;
+    else return false;
+    return true;
+}
+
+bool parse_megabytes(const std::string& v, uint64_t& out) {
+    unsigned long long x;
+    if (!parse_uint(trim(v), kMaxMegabytes, x)) return false;
+    out = x;
+    return true;
+}
+
+bool parse_interval(const std::string& v, double& out) {
+    std::string t = trim(v);
+    if (t.empty() || t.size() > 16) return false;
+    int dots = 0;
+    for (char c : t) {
+        if (c == '.') dots++;
+        else if (c < '0' || c > '9') return false;
+    }
+    if (dots > 1 || t.front() == '.' || t.back() == '.') return false;
+    errno = 0;
+    char* end = nullptr;
+    double d = std::strtod(t.c_str(), &end);
+    if (errno != 0 || end != t.c_str() + t.size() || !std::isfinite(d)) return false;
+    if (d < 0.1 || d > 3600) return false;
+    out = d;
+    return true;
+}
+
+bool parse_warmup(const std::string& v) {
+    std::string t = trim(v);
+    size_t colon = t.find(':');
+    if (colon == std::string::npos || t.find(':', colon + 1) != std::string::npos) return false;
+    return is_dotted_name(t.substr(0, colon)) && is_dotted_name(t.substr(colon + 1));
+}
+
+BuildResult build_settings(const RawOptions& raw, Settings& out) {
+    BuildResult r;
+    Settings s;
+    for (const auto& [name, values] : raw) {
+        const OptionSpec* spec = nullptr;
+        for (const auto& sp : specs())
+            if (name == sp.name) spec = &sp;
+        if (!spec) {
+            r.error = name + ": not a cowguard option";
+            return r;
+        }
+        if (values.empty()) continue;
+        if (!spec->list && values.size() > 1) {
+            std::string dropped;
+            for (size_t i = 0; i + 1 < values.size(); i++) dropped += (i ? ", '" : "'") + values[i] + "'";
+            r.notes.push_back(name + " given " + std::to_string(values.size()) + " times; using the last value '" +
+                              values.back() + "' over " + dropped);
+        }
+        // Single-valued options validate every value given, so a typo is never hidden by a later value.
+        for (const auto& v : values) {
+            Settings probe = s;
+            if (!spec->apply(v, probe)) {
+                r.error = name + ": '" + v + "' is not valid; accepts " + spec->accepts;
+                return r;
+            }
+            if (spec->list || &v == &values.back()) s = probe;
+        }
+    }
+    out = s;
+    return r;
+}
+
+std::string describe_policy(GcPolicy policy, const GcThresholds& t) {
+    auto th = [&t]() {
+        std::string s = std::to_string(t.t0);
+        if (t.t1 >= 0) s += "," + std::to_string(t.t1);
+        if (t.t2 >= 0) s += "," + std::to_string(t.t2);
+        return s;
+    };
+    switch (policy) {
+        case GcPolicy::Young: return "young (thresholds " + th() + ")";
+        case GcPolicy::Off: return "off";
+        case GcPolicy::Thresholds: return "thresholds " + th();
+    }
+    return "?";
+}
+
+const char* guard_name(GuardMode g) {
+    switch (g) {
+        case GuardMode::Block: return "block";
+        case GuardMode::Warn: return "warn";
+        case GuardMode::Allow: return "allow";
+    }
+    return "?";
+}
+
+}  // namespace cowguard
