@@ -138,6 +138,12 @@ bool option_is_list(const std::string& name) {
     return false;
 }
 
+const char* option_accepts(const std::string& name) {
+    for (const auto& s : specs())
+        if (name == s.name) return s.accepts;
+    return "";
+}
+
 bool parse_bool(const std::string& v, bool& out) {
     std::string l = lower(trim(v));
     if (l == "true" || l == "yes" || l == "on" || l == "1") { out = true; return true; }

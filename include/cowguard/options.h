@@ -54,6 +54,8 @@ using RawOptions = std::map<std::string, std::vector<std::string>>;
 const std::vector<std::string>& option_names();
 // True for options that may be given more than once and keep every value.
 bool option_is_list(const std::string& name);
+// What an option accepts, in words (for help texts and error lines); "" for unknown names.
+const char* option_accepts(const std::string& name);
 
 struct BuildResult {
     std::optional<std::string> error;  // one line: "cowguard-gc: 'x' is not valid; accepts ..."

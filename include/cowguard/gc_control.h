@@ -1,0 +1,70 @@
+// The CPython side of cowguard: the GC switched off while apps load, the freeze of every
+// interpreter before the fork, the GC policy of each forked process, and the guard against
+// code that undoes it. Every function here must be called with the GIL held (gil_scope).
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cowguard/options.h"
+#include "cowguard/worker_slot.h"
+
+namespace cowguard::gc {
+
+// Takes the GIL for the current thread unless it already holds it (uWSGI's fake GIL).
+class GilScope {
+public:
+    GilScope() : state_(PyGILState_Ensure()) {}
+    ~GilScope() { PyGILState_Release(state_); }
+    GilScope(const GilScope&) = delete;
+    GilScope& operator=(const GilScope&) = delete;
+private:
+    PyGILState_STATE state_;
+};
+
+// Where log lines go (the glue routes them to uwsgi_log with the [cowguard] prefix).
+using LogFn = void (*)(const char* fmt, ...);
+void set_logger(LogFn fn);
+
+// The settings every function below reads; set once at startup.
+void configure(const Settings* settings);
+
+// The slot this process writes its GC figures into (nullptr: none, e.g. the master).
+void set_slot(WorkerSlot* slot);
+
+// Right after Py_Initialize: disables the GC in the main interpreter, installs the guard there
+// and an audit hook that disables the GC in each sub-interpreter on its first import.
+void on_interpreter_ready();
+
+struct FreezeResult {
+    uint64_t frozen = 0;        // objects in the permanent generation, all interpreters
+    double ms = 0;              // collection + freeze time
+    int interpreters = 0;
+    uint64_t collected = 0;     // objects freed by the collection before the freeze
+};
+
+// The main interpreter's thread state, as captured by on_interpreter_ready().
+PyThreadState* main_thread();
+
+// `interps` below: the interpreters uWSGI made for apps, main first, then each distinct
+// sub-interpreter (the glue reads them from uWSGI's app table).
+
+// After every app is loaded: one full collection (optional) and gc.freeze() in every
+// interpreter, the guard installed in each of them; the GC stays disabled here.
+FreezeResult freeze_all(const std::vector<PyThreadState*>& interps);
+
+// In a forked worker, mule or spooler: applies the worker GC policy in every interpreter and
+// starts counting collections into the slot. Idempotent per process.
+void apply_worker_policy(const std::vector<PyThreadState*>& interps);
+
+// After a request: if native code switched the GC back on under `cowguard-gc = off`, switch
+// it off again (logged once per process, counted). Does nothing for the other policies.
+void check_after_request(const std::vector<PyThreadState*>& interps);
+
+// The freeze count now (sum over interpreters).
+uint64_t frozen_count(const std::vector<PyThreadState*>& interps);
+
+}  // namespace cowguard::gc

@@ -1,0 +1,31 @@
+// The shared-memory slot of one worker, mule or spooler. The master allocates the array before
+// the first fork; each process writes only its own slot (one writer, no locks) and the master
+// reads every slot when it builds the stats document. Relaxed atomics: each figure is read
+// whole, and no figure depends on another being read at the same instant.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace cowguard {
+
+struct WorkerSlot {
+    std::atomic<int64_t> pid{0};           // the process writing this slot now (0: none yet)
+    std::atomic<uint64_t> generation{0};   // bumped at each (re)spawn, so the master can reset its window
+    std::atomic<uint32_t> gc_enabled{0};
+    std::atomic<int64_t> threshold[3]{};
+    std::atomic<uint64_t> frozen{0};       // gc.get_freeze_count() after the fork (or after a lazy freeze)
+    std::atomic<uint64_t> collections[3]{};
+    std::atomic<uint64_t> collected{0};
+    std::atomic<uint64_t> uncollectable{0};
+    std::atomic<uint64_t> gc_time_ns{0};
+    std::atomic<uint64_t> blocked_calls{0};  // guard: gc.enable()/gc.unfreeze()/... refused or reported
+    std::atomic<uint64_t> restored{0};       // policy restored after native code changed the GC state
+    std::atomic<uint64_t> requests{0};       // requests finished since this process started
+    std::atomic<uint64_t> recycles{0};       // cowguard memory-limit recycles of this slot (kept across respawns)
+    std::atomic<uint32_t> recycle_requested{0};  // set by the master (uss/pss over the limit), read after a request
+};
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "slots live in shared memory: need lock-free atomics");
+
+}  // namespace cowguard

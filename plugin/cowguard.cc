@@ -1,0 +1,310 @@
+// cowguard: the uWSGI glue. The plugin struct, the options table, and one function per hook,
+// each calling into a unit. Where each hook runs:
+//   init            master, before Py_Initialize     settings, python plugin checks, slots, wrappers
+//   post_init       master, after Py_Initialize      GC off + guard (gc_control)
+//   cowguard_post_app  after every app is loaded     freeze (master; each worker with lazy-apps)
+//   python post_fork (wrapped)  worker, mule, spooler   worker GC policy, slot
+//   cowguard_after_request      worker, each request    counters; GC state check under gc=off
+//   python atexit (wrapped)     worker, mule, spooler   fast exit
+// uWSGI calls a generic plugin's post_fork only in workers, and after_request only for the
+// request's own plugin, so cowguard wraps the python plugin's hook pointers and registers
+// exported symbols in uWSGI's call-post-app and after-request-hook lists.
+#include <Python.h>
+
+extern "C" {
+#include <uwsgi.h>
+}
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "cowguard/fast_exit.h"
+#include "cowguard/gc_control.h"
+#include "cowguard/options.h"
+#include "cowguard/worker_slot.h"
+
+extern struct uwsgi_server uwsgi;
+
+namespace {
+
+using namespace cowguard;
+
+RawOptions g_raw;
+Settings g_settings;
+bool g_active = false;  // cowguard = true and the checks passed
+
+struct uwsgi_plugin* g_python = nullptr;
+int g_python_index = -1;
+void (*g_python_post_fork)(void) = nullptr;
+void (*g_python_atexit)(void) = nullptr;
+
+WorkerSlot* g_slots = nullptr;
+int g_slot_count = 0;
+std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main first
+
+gc::FreezeResult g_freeze;  // the master's freeze (or this worker's, with lazy-apps)
+
+void log_line(const char* fmt, ...) {
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    uwsgi_log("[cowguard] %s\n", buf);
+}
+
+[[noreturn]] void fail(const std::string& line) {
+    uwsgi_log("[cowguard] %s\n", line.c_str());
+    exit(1);
+}
+
+bool lazy_mode() { return uwsgi.lazy || uwsgi.lazy_apps; }
+
+// ---- options ---------------------------------------------------------------------------------
+
+void store_option(char* /*key*/, char* value, void* name) {
+    // Every value is kept as written; build_settings validates all of them at init.
+    g_raw[static_cast<const char*>(name)].emplace_back(value ? value : "");
+}
+
+std::vector<struct uwsgi_option> make_options_table() {
+    std::vector<struct uwsgi_option> t;
+    for (const std::string& n : option_names()) {
+        struct uwsgi_option o = {};
+        o.name = const_cast<char*>(n.c_str());
+        o.type = required_argument;
+        o.help = const_cast<char*>(option_accepts(n));
+        o.func = store_option;
+        o.data = const_cast<char*>(n.c_str());
+        t.push_back(o);
+    }
+    t.push_back(uwsgi_option{});  // terminator
+    return t;
+}
+
+std::vector<struct uwsgi_option> g_options_table = make_options_table();
+
+// ---- the process's interpreters and slot -----------------------------------------------------
+
+void collect_interpreters() {
+    g_interps.clear();
+    PyThreadState* main = gc::main_thread();
+    if (main) g_interps.push_back(main);
+    auto add_from = [](int wid) {
+        struct uwsgi_worker& w = uwsgi.workers[wid];
+        for (int i = 0; i < w.apps_cnt; i++) {
+            struct uwsgi_app& app = w.apps[i];
+            if (app.modifier1 != g_python_index || !app.interpreter) continue;
+            auto* ts = static_cast<PyThreadState*>(app.interpreter);
+            bool known = false;
+            for (PyThreadState* t : g_interps) known = known || t == ts || t->interp == ts->interp;
+            if (!known) g_interps.push_back(ts);
+        }
+    };
+    add_from(0);
+    if (uwsgi.mywid > 0) add_from(uwsgi.mywid);
+}
+
+int spooler_index() {
+    int i = 0;
+    for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next, i++)
+        if (s == uwsgi.i_am_a_spooler) return i;
+    return -1;
+}
+
+// Slots: [0] unused, [1..numproc] workers, then mules, then spoolers.
+WorkerSlot* my_slot() {
+    if (!g_slots) return nullptr;
+    int idx = -1;
+    if (uwsgi.muleid > 0) idx = uwsgi.numproc + uwsgi.muleid;
+    else if (uwsgi.i_am_a_spooler) idx = uwsgi.numproc + uwsgi.mules_cnt + 1 + spooler_index();
+    else if (uwsgi.mywid > 0) idx = uwsgi.mywid;
+    if (idx <= 0 || idx >= g_slot_count) return nullptr;
+    return &g_slots[idx];
+}
+
+void start_slot(WorkerSlot* s) {
+    if (!s) return;
+    s->pid.store(getpid(), std::memory_order_relaxed);
+    s->generation.fetch_add(1, std::memory_order_relaxed);
+    for (auto& c : s->collections) c.store(0, std::memory_order_relaxed);
+    s->collected.store(0, std::memory_order_relaxed);
+    s->uncollectable.store(0, std::memory_order_relaxed);
+    s->gc_time_ns.store(0, std::memory_order_relaxed);
+    s->blocked_calls.store(0, std::memory_order_relaxed);
+    s->restored.store(0, std::memory_order_relaxed);
+    s->requests.store(0, std::memory_order_relaxed);
+    s->recycle_requested.store(0, std::memory_order_relaxed);
+}
+
+// ---- hooks -----------------------------------------------------------------------------------
+
+void check_python_version() {
+    // The plugin is compiled against one CPython; a python plugin built for another one would
+    // put a different libpython's symbols first in the global scope.
+    const char* runtime = Py_GetVersion();
+    char built[16];
+    snprintf(built, sizeof(built), "%d.%d", PY_MAJOR_VERSION, PY_MINOR_VERSION);
+    size_t n = strlen(built);
+    if (strncmp(runtime, built, n) != 0 || (runtime[n] >= '0' && runtime[n] <= '9'))
+        fail(std::string("built for Python ") + built + " but this uWSGI runs Python " +
+             std::string(runtime, strcspn(runtime, " ")) + ": rebuild cowguard against that Python (make build)");
+}
+
+void find_python_plugin() {
+    for (int i = 0; i < 256; i++) {
+        struct uwsgi_plugin* p = uwsgi.p[i];
+        if (p && p->name && strncmp(p->name, "python", 6) == 0) {
+            g_python = p;
+            g_python_index = i;
+            return;
+        }
+    }
+    fail("needs uWSGI's python plugin, and none is loaded: load it before cowguard (plugins = python3,cowguard)");
+}
+
+void process_started();
+void wrapped_python_post_fork();
+void wrapped_python_atexit();
+
+int cowguard_init() {
+    BuildResult r = build_settings(g_raw, g_settings);
+    if (r.error) fail(*r.error);
+    for (const auto& note : r.notes) log_line("%s", note.c_str());
+    if (!g_settings.enabled) {
+        log_line("cowguard = false: loaded, changing nothing");
+        return 0;
+    }
+    find_python_plugin();
+    check_python_version();
+
+    gc::set_logger(log_line);
+    gc::configure(&g_settings);
+
+    // Wrap the python plugin's hooks (see the comment at the top of this file).
+    g_python_post_fork = g_python->post_fork;
+    g_python->post_fork = wrapped_python_post_fork;
+    if (g_settings.fast_exit) {
+        g_python_atexit = g_python->atexit;
+        g_python->atexit = wrapped_python_atexit;
+    }
+    uwsgi_string_new_list(&uwsgi.call_post_app, const_cast<char*>("cowguard_post_app"));
+    uwsgi_string_new_list(&uwsgi.after_request_hooks, const_cast<char*>("cowguard_after_request"));
+
+    int spoolers = 0;
+    for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next) spoolers++;
+    g_slot_count = 1 + uwsgi.numproc + uwsgi.mules_cnt + spoolers + 1;
+    void* mem = uwsgi_calloc_shared(sizeof(WorkerSlot) * static_cast<size_t>(g_slot_count));
+    g_slots = static_cast<WorkerSlot*>(mem);
+    for (int i = 0; i < g_slot_count; i++) new (&g_slots[i]) WorkerSlot();
+
+    g_active = true;
+    return 0;
+}
+
+void cowguard_post_init() {
+    if (!g_active) return;
+    if (!Py_IsInitialized()) fail("the python plugin did not initialize Python: nothing to guard");
+    gc::GilScope gil;
+    gc::on_interpreter_ready();
+    if (lazy_mode())
+        log_line("lazy-apps: every worker loads its own app, so no app memory is shared; "
+                 "cowguard freezes in each worker after its app loads");
+}
+
+void log_policy(const char* where) {
+    log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection); "
+             "workers: gc %s, guard %s, fast exit %s",
+             where, static_cast<unsigned long long>(g_freeze.frozen), g_freeze.ms, g_freeze.interpreters,
+             g_freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_freeze.collected),
+             describe_policy(g_settings.gc, g_settings.thresholds).c_str(), guard_name(g_settings.guard),
+             g_settings.fast_exit ? "on" : "off");
+}
+
+void process_started() {
+    WorkerSlot* slot = my_slot();
+    start_slot(slot);
+    gc::GilScope gil;
+    gc::set_slot(slot);
+    collect_interpreters();
+    // With lazy-apps the worker's app is not loaded yet: the GC stays off until the freeze.
+    bool worker = uwsgi.mywid > 0 && uwsgi.muleid == 0 && !uwsgi.i_am_a_spooler;
+    if (worker && lazy_mode() && g_settings.freeze) return;
+    gc::apply_worker_policy(g_interps);
+}
+
+void wrapped_python_post_fork() {
+    if (g_python_post_fork) g_python_post_fork();
+    process_started();
+}
+
+void wrapped_python_atexit() {
+    // Parity with the python plugin: no Python exit path for a hijacked or busy worker, or async.
+    if (uwsgi.mywid > 0) {
+        if (uwsgi.workers[uwsgi.mywid].hijacked) return;
+        if (uwsgi_worker_is_busy(uwsgi.mywid)) return;
+        if (uwsgi.async > 1) return;
+    }
+    if (!Py_IsInitialized()) return;
+    PyGILState_Ensure();  // never released: this process ends below
+    if (g_interps.empty()) collect_interpreters();
+    fast_exit::run_python_exit_path(g_interps, uwsgi.skip_atexit);
+    // uwsgi_plugins_atexit() would call the request plugins after python's: call them here.
+    for (int j = g_python_index + 1; j < 256; j++) {
+        struct uwsgi_plugin* p = uwsgi.p[j];
+        if (p && p != g_python && p->atexit && p->atexit != wrapped_python_atexit) p->atexit();
+    }
+    _exit(uwsgi.last_exit_code);
+}
+
+}  // namespace
+
+extern "C" {
+
+// Called by uWSGI (call-post-app) once every app is loaded: in the master, or in each worker
+// with lazy-apps.
+void cowguard_post_app(void) {
+    if (!g_active || !g_settings.freeze) return;
+    gc::GilScope gil;
+    collect_interpreters();
+    g_freeze = gc::freeze_all(g_interps);
+    bool in_worker = uwsgi.mywid > 0;
+    if (in_worker) {
+        WorkerSlot* slot = my_slot();
+        gc::set_slot(slot);
+        gc::apply_worker_policy(g_interps);
+        if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
+    } else {
+        log_policy("master");
+    }
+}
+
+// Called by uWSGI (after-request-hook) after every request, in the worker.
+void cowguard_after_request(struct wsgi_request*) {
+    if (!g_active) return;
+    WorkerSlot* slot = my_slot();
+    if (slot) slot->requests.fetch_add(1, std::memory_order_relaxed);
+    if (g_settings.gc != GcPolicy::Off) return;
+    gc::GilScope gil;
+    gc::check_after_request(g_interps);
+}
+
+struct uwsgi_plugin cowguard_plugin = {};
+
+}  // extern "C"
+
+namespace {
+// Filled at load time: C++ has no designated initializers for this many fields in C++17.
+struct PluginTableInit {
+    PluginTableInit() {
+        cowguard_plugin.name = "cowguard";
+        cowguard_plugin.options = g_options_table.data();
+        cowguard_plugin.init = cowguard_init;
+        cowguard_plugin.post_init = cowguard_post_init;
+    }
+} g_plugin_table_init;
+}  // namespace

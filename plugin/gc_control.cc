@@ -1,0 +1,325 @@
+// CPython side of cowguard: early disable, freeze, worker policy, guard. See gc_control.h.
+#include "cowguard/gc_control.h"
+
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+
+namespace cowguard::gc {
+
+namespace {
+
+const Settings* g_settings = nullptr;
+LogFn g_log = nullptr;
+WorkerSlot* g_slot = nullptr;
+PyThreadState* g_main_ts = nullptr;
+
+// Until the freeze, every new interpreter gets its GC switched off on its first import.
+bool g_loading = true;
+std::unordered_set<PyInterpreterState*> g_seen_interps;
+std::unordered_set<PyInterpreterState*> g_guarded_interps;
+std::unordered_set<PyInterpreterState*> g_policy_interps;  // worker policy applied (this process)
+std::unordered_set<std::string> g_logged_sites;           // guard: one log line per call site
+bool g_logged_native_reenable = false;
+uint64_t g_gc_start_ns = 0;
+
+#define LOG(...) \
+    do { if (g_log) g_log(__VA_ARGS__); } while (0)
+
+uint64_t now_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no system call
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Runs fn with ts as the current thread state (GIL held), restoring the previous one.
+template <typename Fn>
+void in_interpreter(PyThreadState* ts, Fn&& fn) {
+    PyThreadState* prev = PyThreadState_Get();
+    if (ts != prev) PyThreadState_Swap(ts);
+    fn();
+    if (ts != prev) PyThreadState_Swap(prev);
+}
+
+// gc.<name>, bypassing the guard's wrapper when one is installed (our own calls are never blocked).
+PyObject* gc_function(const char* name);
+
+PyObject* call_gc(const char* name, PyObject* args = nullptr) {
+    PyObject* fn = gc_function(name);
+    if (!fn) return nullptr;
+    PyObject* res = args ? PyObject_CallObject(fn, args) : PyObject_CallNoArgs(fn);
+    Py_DECREF(fn);
+    if (!res) {
+        LOG("gc.%s() failed:", name);
+        PyErr_Print();
+    }
+    return res;
+}
+
+void set_threshold(const GcThresholds& t) {
+    PyObject* args = (t.t2 >= 0)   ? Py_BuildValue("(lll)", t.t0, t.t1, t.t2)
+                     : (t.t1 >= 0) ? Py_BuildValue("(ll)", t.t0, t.t1)
+                                   : Py_BuildValue("(l)", t.t0);
+    Py_XDECREF(call_gc("set_threshold", args));
+    Py_XDECREF(args);
+}
+
+void record_thresholds() {
+    if (!g_slot) return;
+    PyObject* t = call_gc("get_threshold");
+    if (t && PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 3)
+        for (int i = 0; i < 3; i++) g_slot->threshold[i].store(PyLong_AsLong(PyTuple_GET_ITEM(t, i)), std::memory_order_relaxed);
+    Py_XDECREF(t);
+    PyErr_Clear();
+}
+
+uint64_t freeze_count_here() {
+    PyObject* n = call_gc("get_freeze_count");
+    uint64_t v = n ? PyLong_AsUnsignedLongLong(n) : 0;
+    Py_XDECREF(n);
+    PyErr_Clear();
+    return v;
+}
+
+// ---- the guard ------------------------------------------------------------------------------
+
+std::string caller_site() {
+    PyFrameObject* frame = PyEval_GetFrame();  // borrowed: the Python code that called us
+    if (!frame) return "native code (no Python frame)";
+    PyCodeObject* code = PyFrame_GetCode(frame);
+    const char* file = code ? PyUnicode_AsUTF8(code->co_filename) : nullptr;
+    std::string site = std::string(file ? file : "?") + ":" + std::to_string(PyFrame_GetLineNumber(frame));
+    Py_XDECREF(code);
+    PyErr_Clear();
+    return site;
+}
+
+// Counts the call, logs it once per call site, and says whether to let it through.
+bool guard_allows(const char* what) {
+    bool block = g_settings->guard == GuardMode::Block;
+    if (g_slot) g_slot->blocked_calls.fetch_add(1, std::memory_order_relaxed);
+    std::string site = caller_site();
+    if (g_logged_sites.insert(std::string(what) + "@" + site).second)
+        LOG("%s gc.%s() called from %s (pid %d; cowguard-guard = %s; logged once per call site)",
+            block ? "blocked" : "allowed", what, site.c_str(), static_cast<int>(getpid()), guard_name(g_settings->guard));
+    return !block;
+}
+
+// Each wrapper keeps the original gc function as its `self`.
+PyObject* guarded_call(PyObject* orig, PyObject* args, PyObject* kwargs, const char* what) {
+    if (!guard_allows(what)) Py_RETURN_NONE;
+    return PyObject_Call(orig, args, kwargs);
+}
+
+PyObject* guarded_enable(PyObject* self, PyObject* args, PyObject* kw) { return guarded_call(self, args, kw, "enable"); }
+PyObject* guarded_unfreeze(PyObject* self, PyObject* args, PyObject* kw) { return guarded_call(self, args, kw, "unfreeze"); }
+PyObject* guarded_set_threshold(PyObject* self, PyObject* args, PyObject* kw) {
+    if (g_settings->gc != GcPolicy::Off) return PyObject_Call(self, args, kw);
+    return guarded_call(self, args, kw, "set_threshold");
+}
+
+PyMethodDef g_guard_defs[] = {
+    {"enable", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(guarded_enable)), METH_VARARGS | METH_KEYWORDS,
+     "gc.enable(), guarded by cowguard: the GC policy of this uWSGI instance is set by cowguard-gc."},
+    {"unfreeze", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(guarded_unfreeze)), METH_VARARGS | METH_KEYWORDS,
+     "gc.unfreeze(), guarded by cowguard: unfreezing would let collections write to every shared object."},
+    {"set_threshold", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(guarded_set_threshold)), METH_VARARGS | METH_KEYWORDS,
+     "gc.set_threshold(), guarded by cowguard when cowguard-gc = off."},
+    {nullptr, nullptr, 0, nullptr}};
+
+bool is_guard_wrapper(PyObject* fn) {
+    if (!PyCFunction_Check(fn)) return false;
+    PyCFunction meth = PyCFunction_GET_FUNCTION(fn);
+    for (PyMethodDef* d = g_guard_defs; d->ml_name; d++)
+        if (d->ml_meth == meth) return true;
+    return false;
+}
+
+PyObject* gc_function(const char* name) {
+    PyObject* mod = PyImport_ImportModule("gc");
+    if (!mod) return nullptr;
+    PyObject* fn = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    if (fn && is_guard_wrapper(fn)) {
+        PyObject* orig = PyCFunction_GET_SELF(fn);
+        Py_INCREF(orig);
+        Py_DECREF(fn);
+        return orig;
+    }
+    return fn;
+}
+
+// Replaces gc.enable, gc.unfreeze and gc.set_threshold in the current interpreter's gc module.
+void install_guard_here() {
+    if (g_settings->guard == GuardMode::Allow) return;
+    PyInterpreterState* interp = PyInterpreterState_Get();
+    if (!g_guarded_interps.insert(interp).second) return;
+    PyObject* mod = PyImport_ImportModule("gc");
+    if (!mod) {
+        PyErr_Print();
+        return;
+    }
+    for (PyMethodDef* d = g_guard_defs; d->ml_name; d++) {
+        PyObject* orig = PyObject_GetAttrString(mod, d->ml_name);
+        if (!orig) {
+            PyErr_Clear();
+            continue;
+        }
+        PyObject* wrapper = PyCFunction_NewEx(d, orig, nullptr);
+        Py_DECREF(orig);
+        if (!wrapper || PyObject_SetAttrString(mod, d->ml_name, wrapper) < 0) PyErr_Print();
+        Py_XDECREF(wrapper);
+    }
+    Py_DECREF(mod);
+}
+
+// ---- sub-interpreters: GC off from their first import --------------------------------------
+
+int audit_hook(const char* event, PyObject*, void*) {
+    // "import" is raised for every module imported for the first time, in the importing
+    // interpreter: the earliest point where a new sub-interpreter runs code of its own.
+    if (!g_loading || event[0] != 'i' || std::strcmp(event, "import") != 0) return 0;
+    PyInterpreterState* interp = PyInterpreterState_Get();
+    if (g_seen_interps.insert(interp).second) PyGC_Disable();
+    return 0;
+}
+
+// ---- GC figures for the stats (workers only) ------------------------------------------------
+
+PyObject* gc_callback(PyObject*, PyObject* args) {
+    const char* phase = nullptr;
+    PyObject* info = nullptr;
+    if (!g_slot || !PyArg_ParseTuple(args, "sO", &phase, &info)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (phase[0] == 's' && phase[2] == 'a') {  // "start"
+        g_gc_start_ns = now_ns();
+        Py_RETURN_NONE;
+    }
+    uint64_t elapsed = g_gc_start_ns ? now_ns() - g_gc_start_ns : 0;
+    g_gc_start_ns = 0;
+    long gen = -1, collected = 0, uncollectable = 0;
+    if (PyDict_Check(info)) {
+        PyObject* v;
+        if ((v = PyDict_GetItemString(info, "generation"))) gen = PyLong_AsLong(v);
+        if ((v = PyDict_GetItemString(info, "collected"))) collected = PyLong_AsLong(v);
+        if ((v = PyDict_GetItemString(info, "uncollectable"))) uncollectable = PyLong_AsLong(v);
+    }
+    PyErr_Clear();
+    if (gen >= 0 && gen < 3) g_slot->collections[gen].fetch_add(1, std::memory_order_relaxed);
+    if (collected > 0) g_slot->collected.fetch_add(static_cast<uint64_t>(collected), std::memory_order_relaxed);
+    if (uncollectable > 0) g_slot->uncollectable.fetch_add(static_cast<uint64_t>(uncollectable), std::memory_order_relaxed);
+    g_slot->gc_time_ns.fetch_add(elapsed, std::memory_order_relaxed);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef g_callback_def = {"cowguard_gc_callback", gc_callback, METH_VARARGS,
+                              "Counts collections for cowguard's per-worker stats."};
+
+void install_callback_here() {
+    PyObject* mod = PyImport_ImportModule("gc");
+    PyObject* callbacks = mod ? PyObject_GetAttrString(mod, "callbacks") : nullptr;
+    PyObject* cb = PyCFunction_New(&g_callback_def, nullptr);
+    if (!callbacks || !cb || PyList_Append(callbacks, cb) < 0) PyErr_Print();
+    Py_XDECREF(cb);
+    Py_XDECREF(callbacks);
+    Py_XDECREF(mod);
+}
+
+}  // namespace
+
+void set_logger(LogFn fn) { g_log = fn; }
+void configure(const Settings* settings) { g_settings = settings; }
+void set_slot(WorkerSlot* slot) { g_slot = slot; }
+PyThreadState* main_thread() { return g_main_ts; }
+
+void on_interpreter_ready() {
+    g_main_ts = PyThreadState_Get();
+    g_seen_interps.insert(g_main_ts->interp);
+    if (g_settings->freeze) {
+        PyGC_Disable();
+        if (PySys_AddAuditHook(audit_hook, nullptr) < 0) PyErr_Print();
+    }
+    install_guard_here();
+}
+
+FreezeResult freeze_all(const std::vector<PyThreadState*>& interps) {
+    FreezeResult r;
+    uint64_t t0 = now_ns();
+    for (PyThreadState* ts : interps) {
+        in_interpreter(ts, [&] {
+            if (g_settings->collect_before_freeze) {
+                PyObject* n = call_gc("collect");  // gc.collect() works while the GC is disabled
+                if (n) r.collected += PyLong_AsUnsignedLongLong(n);
+                Py_XDECREF(n);
+                PyErr_Clear();
+            }
+            Py_XDECREF(call_gc("freeze"));
+            r.frozen += freeze_count_here();
+            PyGC_Disable();  // the master keeps it off: nothing it allocates later is collected under the workers
+            install_guard_here();
+        });
+        r.interpreters++;
+    }
+    g_loading = false;
+    r.ms = static_cast<double>(now_ns() - t0) / 1e6;
+    return r;
+}
+
+void apply_worker_policy(const std::vector<PyThreadState*>& interps) {
+    g_loading = false;
+    g_logged_native_reenable = false;
+    uint64_t frozen = 0;
+    bool enabled = false;
+    for (PyThreadState* ts : interps) {
+        in_interpreter(ts, [&] {
+            PyInterpreterState* interp = PyInterpreterState_Get();
+            install_guard_here();
+            if (g_policy_interps.insert(interp).second && g_slot) install_callback_here();
+            if (g_settings->gc == GcPolicy::Off) {
+                PyGC_Disable();
+                set_threshold(GcThresholds{0, -1, -1});
+            } else {
+                set_threshold(g_settings->thresholds);
+                PyGC_Enable();
+            }
+            frozen += freeze_count_here();
+            if (ts == interps.front()) {
+                enabled = PyGC_IsEnabled();
+                record_thresholds();
+            }
+        });
+    }
+    if (g_slot) {
+        g_slot->frozen.store(frozen, std::memory_order_relaxed);
+        g_slot->gc_enabled.store(enabled ? 1 : 0, std::memory_order_relaxed);
+    }
+}
+
+void check_after_request(const std::vector<PyThreadState*>& interps) {
+    if (g_settings->gc != GcPolicy::Off) return;
+    for (PyThreadState* ts : interps) {
+        in_interpreter(ts, [&] {
+            if (!PyGC_IsEnabled()) return;
+            PyGC_Disable();
+            if (g_slot) g_slot->restored.fetch_add(1, std::memory_order_relaxed);
+            if (!g_logged_native_reenable) {
+                g_logged_native_reenable = true;
+                LOG("the GC was switched back on without gc.enable() (native code, e.g. PyGC_Enable()); "
+                    "switched it off again as cowguard-gc = off asks (pid %d; logged once per process, counted in the stats)",
+                    static_cast<int>(getpid()));
+            }
+        });
+    }
+}
+
+uint64_t frozen_count(const std::vector<PyThreadState*>& interps) {
+    uint64_t n = 0;
+    for (PyThreadState* ts : interps) in_interpreter(ts, [&] { n += freeze_count_here(); });
+    return n;
+}
+
+}  // namespace cowguard::gc
