@@ -1,0 +1,153 @@
+"""Fixtures for integration tests: real uWSGI processes with the built cowguard plugin.
+
+Every instance runs in its own process group and is killed at teardown, whatever happened.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ROOT / "tests" / "apps"
+PLUGIN = Path(os.environ.get("COWGUARD_PLUGIN", ROOT / "build" / "cowguard_plugin.so"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Uwsgi:
+    """One uWSGI master started with the given arguments; log in self.log_path."""
+
+    def __init__(self, tmp_path, args, cowguard=True, http=True, env=None, cwd=None):
+        self.tmp = tmp_path
+        self.port = free_port() if http else None
+        self.log_path = tmp_path / f"uwsgi-{time.monotonic_ns()}.log"
+        cmd = ["uwsgi", "--master", "--plugin", "python3"]
+        if cowguard:
+            cmd += ["--plugin", str(PLUGIN)]
+        if http:
+            cmd += ["--http-socket", f"127.0.0.1:{self.port}"]
+        cmd += ["--die-on-term", "--pythonpath", str(APPS)] + [str(a) for a in args]
+        self.cmd = cmd
+        self.log_file = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=full_env,
+                                     cwd=str(cwd or tmp_path), start_new_session=True)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"uWSGI exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"uWSGI not ready after {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout=30):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"uWSGI still running after {timeout}s:\n{self.log()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Graceful stop of the whole instance; returns the master's exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait_exit(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        # stray workers of a dead master
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.log_file.close()
+
+    # ---- talking to it -----------------------------------------------------------------------
+    def get(self, path="/", timeout=30):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
+            return r.read()
+
+    def get_json(self, path="/", timeout=30):
+        return json.loads(self.get(path, timeout))
+
+    def log(self):
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not in log after {timeout}s:\n{self.log()}")
+
+    def worker_pids(self):
+        """Pids of the master's direct children (workers, mules, spooler)."""
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        return sorted(int(p) for p in out.stdout.split())
+
+    def every_worker(self, path, workers, timeout=30, concurrency=8):
+        """Asks `path` (a JSON endpoint returning {"pid": ...}) until each of `workers` pids answered."""
+        import concurrent.futures
+        seen = {}
+        deadline = time.monotonic() + timeout
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as ex:
+            while len(seen) < workers:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"only {len(seen)} of {workers} workers answered:\n{self.log()}")
+                for doc in ex.map(lambda _: self.get_json(path), range(concurrency)):
+                    seen.setdefault(doc["pid"], doc)
+        return seen
+
+
+@pytest.fixture
+def uwsgi(tmp_path):
+    """Factory: uwsgi(args, cowguard=True, ...) -> started (not yet ready) instance."""
+    instances = []
+
+    def start(args, **kw):
+        inst = Uwsgi(tmp_path, args, **kw)
+        instances.append(inst)
+        return inst
+
+    yield start
+    for inst in instances:
+        inst.kill()
+
+
+def smaps_rollup(pid):
+    """Figures in kB from /proc/PID/smaps_rollup."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[-1] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1])
+    return out
+
+
+def private_kb(pid):
+    r = smaps_rollup(pid)
+    return r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)
