@@ -15,6 +15,7 @@ extern "C" {
 #include <uwsgi.h>
 }
 
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -250,6 +251,12 @@ void wrapped_python_atexit() {
         if (uwsgi.async > 1) return;
     }
     if (!Py_IsInitialized()) return;
+    // A second signal (the master's SIGINT after a SIGTERM, say) would run uWSGI's handler, call
+    // exit() again from inside this one and skip the rest of the handlers: the process is ending,
+    // so hold every signal until _exit.
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, nullptr);
     PyGILState_Ensure();  // never released: this process ends below
     if (g_interps.empty()) collect_interpreters();
     fast_exit::run_python_exit_path(g_interps, uwsgi.skip_atexit);
