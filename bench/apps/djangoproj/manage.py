@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Django's command-line utility for the benchmark project (e.g. makemigrations, shell)."""
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchsite.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)

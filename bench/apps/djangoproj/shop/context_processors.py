@@ -1,0 +1,5 @@
+from . import catalog
+
+
+def nav(request):
+    return {"nav_categories": catalog.CATEGORIES}
