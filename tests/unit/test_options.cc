@@ -1,0 +1,242 @@
+// Unit tests for include/cowguard/options.h.
+
+#include <cstdlib>
+#include <string>
+
+#include "cowguard/options.h"
+
+// Last: check.h defines a fail() macro that breaks <ios> and friends.
+#include <check.h>
+
+using namespace cowguard;
+
+namespace {
+
+// build_settings on one option; returns the error line, or "" when accepted.
+std::string error_of(const std::string& name, std::vector<std::string> values, Settings* out = nullptr) {
+    Settings scratch;
+    BuildResult r = build_settings({{name, std::move(values)}}, out ? *out : scratch);
+    return r.error ? *r.error : "";
+}
+
+bool rejected(const std::string& name, const std::string& value) {
+    std::string e = error_of(name, {value});
+    return e.rfind(name + ": '" + value + "' is not valid; accepts ", 0) == 0;
+}
+
+}  // namespace
+
+START_TEST(defaults) {
+    Settings s;
+    BuildResult r = build_settings({}, s);
+    ck_assert(!r.error);
+    ck_assert(r.notes.empty());
+    ck_assert(s.enabled && s.freeze && s.collect_before_freeze && s.fast_exit && s.stats && !s.trim);
+    ck_assert(s.gc == GcPolicy::Young);
+    ck_assert_int_eq(s.thresholds.t0, kYoungThresholds.t0);
+    ck_assert(s.guard == GuardMode::Block);
+    ck_assert(s.warmup_errors == WarmupErrors::Fatal);
+    ck_assert_uint_eq(s.reload_on_uss_mb, 0);
+    ck_assert(s.cow_report_dir.empty());
+    // Every name is known, and only cowguard-warmup keeps a list.
+    ck_assert_uint_eq(option_names().size(), 16);
+    for (const auto& n : option_names()) ck_assert(option_is_list(n) == (n == "cowguard-warmup"));
+    ck_assert(!option_is_list("cowguard-bogus"));
+}
+END_TEST
+
+START_TEST(good_values) {
+    Settings s;
+    RawOptions raw = {
+        {"cowguard", {"yes"}},
+        {"cowguard-freeze", {"Off"}},
+        {"cowguard-collect-before-freeze", {" 0 "}},
+        {"cowguard-gc", {"700,10,10"}},
+        {"cowguard-guard", {"WARN"}},
+        {"cowguard-fast-exit", {"false"}},
+        {"cowguard-stats", {"on"}},
+        {"cowguard-stats-interval", {"0.5"}},
+        {"cowguard-reload-on-uss", {"512"}},
+        {"cowguard-reload-on-pss", {"1073741824"}},  // the largest accepted
+        {"cowguard-evil-reload-on-uss", {"0"}},
+        {"cowguard-evil-reload-on-pss", {"2048"}},
+        {"cowguard-warmup", {"app.warm:run", " pkg.mod:Class.method "}},
+        {"cowguard-warmup-errors", {"log"}},
+        {"cowguard-trim", {"TRUE"}},
+        {"cowguard-cow-report", {" /var/tmp/cow "}},
+    };
+    BuildResult r = build_settings(raw, s);
+    ck_assert_msg(!r.error, "%s", r.error ? r.error->c_str() : "");
+    ck_assert(r.notes.empty());
+    ck_assert(s.enabled && !s.freeze && !s.collect_before_freeze && !s.fast_exit && s.stats && s.trim);
+    ck_assert(s.gc == GcPolicy::Thresholds);
+    ck_assert_int_eq(s.thresholds.t0, 700);
+    ck_assert_int_eq(s.thresholds.t1, 10);
+    ck_assert_int_eq(s.thresholds.t2, 10);
+    ck_assert(s.guard == GuardMode::Warn);
+    ck_assert_double_eq_tol(s.stats_interval_s, 0.5, 1e-12);
+    ck_assert_uint_eq(s.reload_on_uss_mb, 512);
+    ck_assert_uint_eq(s.reload_on_pss_mb, 1073741824ULL);
+    ck_assert_uint_eq(s.evil_reload_on_uss_mb, 0);
+    ck_assert_uint_eq(s.evil_reload_on_pss_mb, 2048);
+    ck_assert_uint_eq(s.warmup.size(), 2);
+    ck_assert_str_eq(s.warmup[0].c_str(), "app.warm:run");
+    ck_assert_str_eq(s.warmup[1].c_str(), "pkg.mod:Class.method");
+    ck_assert(s.warmup_errors == WarmupErrors::Log);
+    ck_assert_str_eq(s.cow_report_dir.c_str(), "/var/tmp/cow");
+}
+END_TEST
+
+START_TEST(gc_policy_forms) {
+    GcPolicy p;
+    GcThresholds t;
+    ck_assert(parse_gc_policy(" Young ", p, t));
+    ck_assert(p == GcPolicy::Young);
+    ck_assert_int_eq(t.t0, 50000);
+    ck_assert(parse_gc_policy("off", p, t));
+    ck_assert(p == GcPolicy::Off);
+    ck_assert_int_eq(t.t0, 0);
+    ck_assert(parse_gc_policy("700", p, t));
+    ck_assert(p == GcPolicy::Thresholds);
+    ck_assert_int_eq(t.t0, 700);
+    ck_assert_int_eq(t.t1, -1);  // left as CPython has it
+    ck_assert_int_eq(t.t2, -1);
+    ck_assert(parse_gc_policy(" 700 , 10 ", p, t));
+    ck_assert_int_eq(t.t1, 10);
+    ck_assert_int_eq(t.t2, -1);
+    ck_assert(parse_gc_policy("0,0,0", p, t));
+    ck_assert(parse_gc_policy("1000000000,1,1", p, t));  // the largest accepted
+    // ck_assert_str_eq keeps a char*: the strings must outlive the statement.
+    std::string young = describe_policy(GcPolicy::Young, kYoungThresholds);
+    std::string off = describe_policy(GcPolicy::Off, GcThresholds{0, -1, -1});
+    std::string two = describe_policy(GcPolicy::Thresholds, GcThresholds{700, 10, -1});
+    ck_assert_str_eq(young.c_str(), "young (thresholds 50000,20,100)");
+    ck_assert_str_eq(off.c_str(), "off");
+    ck_assert_str_eq(two.c_str(), "thresholds 700,10");
+    ck_assert_str_eq(guard_name(GuardMode::Allow), "allow");
+}
+END_TEST
+
+START_TEST(empty_values) {
+    for (const auto& name : option_names()) ck_assert_msg(rejected(name, ""), "%s accepted \"\"", name.c_str());
+    for (const auto& name : option_names()) ck_assert_msg(rejected(name, "   "), "%s accepted blanks", name.c_str());
+}
+END_TEST
+
+START_TEST(negative_values) {
+    ck_assert(rejected("cowguard-gc", "-1"));
+    ck_assert(rejected("cowguard-gc", "700,-1"));
+    ck_assert(rejected("cowguard-reload-on-uss", "-1"));
+    ck_assert(rejected("cowguard-evil-reload-on-pss", "-512"));
+    ck_assert(rejected("cowguard-stats-interval", "-1"));
+    ck_assert(rejected("cowguard-reload-on-pss", "+5"));
+}
+END_TEST
+
+START_TEST(huge_values) {
+    ck_assert(rejected("cowguard-gc", "1000000001"));
+    ck_assert(rejected("cowguard-gc", "700,10,99999999999999999999999"));
+    ck_assert(rejected("cowguard-reload-on-uss", "1073741825"));
+    ck_assert(rejected("cowguard-reload-on-uss", "18446744073709551616"));
+    ck_assert(rejected("cowguard-reload-on-uss", "999999999999999999999999999999"));
+    ck_assert(rejected("cowguard-stats-interval", "3601"));
+    ck_assert(rejected("cowguard-stats-interval", "99999999999999999"));
+    ck_assert(rejected("cowguard-stats-interval", "0.09"));  // too small, likewise
+}
+END_TEST
+
+START_TEST(non_numeric_values) {
+    for (const char* v : {"abc", "12MB", "1e3", "0x10", "1.5", "12 34", "½"}) {
+        ck_assert_msg(rejected("cowguard-reload-on-uss", v), "reload-on-uss accepted %s", v);
+        ck_assert_msg(rejected("cowguard-gc", v), "gc accepted %s", v);
+    }
+    for (const char* v : {"abc", "1e3", ".5", "1.", "1.2.3", "nan", "inf", "0x10", "1,5"})
+        ck_assert_msg(rejected("cowguard-stats-interval", v), "interval accepted %s", v);
+}
+END_TEST
+
+START_TEST(threshold_lists) {
+    ck_assert(rejected("cowguard-gc", "1,2,3,4"));  // 4 thresholds
+    ck_assert(rejected("cowguard-gc", "700,"));     // trailing comma
+    ck_assert(rejected("cowguard-gc", "700,10,"));
+    ck_assert(rejected("cowguard-gc", ",700"));
+    ck_assert(rejected("cowguard-gc", "700,,10"));
+    ck_assert(rejected("cowguard-gc", "700;10"));
+}
+END_TEST
+
+START_TEST(unknown_words) {
+    ck_assert(rejected("cowguard", "perhaps"));
+    ck_assert(rejected("cowguard-freeze", "y"));
+    ck_assert(rejected("cowguard-gc", "sometimes"));
+    ck_assert(rejected("cowguard-gc", "young,off"));
+    ck_assert(rejected("cowguard-guard", "maybe"));
+    ck_assert(rejected("cowguard-warmup-errors", "ignore"));
+    ck_assert(rejected("cowguard-warmup", "app.warm"));        // no callable
+    ck_assert(rejected("cowguard-warmup", "app:warm:run"));
+    ck_assert(rejected("cowguard-warmup", "app-x:run"));
+    ck_assert(rejected("cowguard-warmup", "app.:run"));
+    ck_assert(rejected("cowguard-warmup", "1app:run"));
+    ck_assert(rejected("cowguard-cow-report", std::string("/tmp/a\0b", 8)));
+    // An unknown option name is an error of its own.
+    std::string unknown = error_of("cowguard-bogus", {"1"});
+    ck_assert_str_eq(unknown.c_str(), "cowguard-bogus: not a cowguard option");
+}
+END_TEST
+
+START_TEST(duplicates_reported_in_notes) {
+    Settings s;
+    BuildResult r = build_settings({{"cowguard-gc", {"off", "700", "young"}}, {"cowguard-guard", {"warn"}}}, s);
+    ck_assert(!r.error);
+    ck_assert_uint_eq(r.notes.size(), 1);
+    ck_assert_str_eq(r.notes[0].c_str(), "cowguard-gc given 3 times; using the last value 'young' over 'off', '700'");
+    ck_assert(s.gc == GcPolicy::Young);  // the last one wins
+    ck_assert(s.guard == GuardMode::Warn);
+    // A list option keeps every value and is not reported.
+    r = build_settings({{"cowguard-warmup", {"a:b", "c:d", "a:b"}}}, s);
+    ck_assert(!r.error);
+    ck_assert(r.notes.empty());
+    ck_assert_uint_eq(s.warmup.size(), 3);
+}
+END_TEST
+
+START_TEST(bad_early_value_is_an_error) {
+    Settings s;
+    s.guard = GuardMode::Allow;  // must survive the failed build
+    std::string e = error_of("cowguard-gc", {"bogus", "young"}, &s);
+    ck_assert_str_eq(e.c_str(), "cowguard-gc: 'bogus' is not valid; accepts young, off or T0[,T1[,T2]] (integers 0..1000000000)");
+    ck_assert(s.guard == GuardMode::Allow);
+    ck_assert(!error_of("cowguard-reload-on-uss", {"1x", "512"}).empty());
+    ck_assert(!error_of("cowguard-warmup", {"a:b", "nope", "c:d"}).empty());
+    // A later bad value is an error too, and so is a good option next to a bad one.
+    ck_assert(!error_of("cowguard-guard", {"block", "maybe"}).empty());
+    BuildResult r = build_settings({{"cowguard-gc", {"young"}}, {"cowguard-guard", {"maybe"}}}, s);
+    ck_assert(r.error);
+    ck_assert(s.guard == GuardMode::Allow);
+}
+END_TEST
+
+int main() {
+    Suite* suite = suite_create("options");
+    TCase* good = tcase_create("good");
+    tcase_add_test(good, defaults);
+    tcase_add_test(good, good_values);
+    tcase_add_test(good, gc_policy_forms);
+    tcase_add_test(good, duplicates_reported_in_notes);
+    suite_add_tcase(suite, good);
+    TCase* bad = tcase_create("bad");
+    tcase_add_test(bad, empty_values);
+    tcase_add_test(bad, negative_values);
+    tcase_add_test(bad, huge_values);
+    tcase_add_test(bad, non_numeric_values);
+    tcase_add_test(bad, threshold_lists);
+    tcase_add_test(bad, unknown_words);
+    tcase_add_test(bad, bad_early_value_is_an_error);
+    suite_add_tcase(suite, bad);
+
+    SRunner* runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
