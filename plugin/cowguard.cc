@@ -25,29 +25,18 @@ extern "C" {
 
 #include "cowguard/fast_exit.h"
 #include "cowguard/gc_control.h"
+#include "cowguard/glue_state.h"
 #include "cowguard/options.h"
 #include "cowguard/worker_slot.h"
 
 extern struct uwsgi_server uwsgi;
 
-namespace {
+namespace cowguard::glue {
 
-using namespace cowguard;
-
-RawOptions g_raw;
-Settings g_settings;
-bool g_active = false;  // cowguard = true and the checks passed
-
-struct uwsgi_plugin* g_python = nullptr;
-int g_python_index = -1;
-void (*g_python_post_fork)(void) = nullptr;
-void (*g_python_atexit)(void) = nullptr;
-
-WorkerSlot* g_slots = nullptr;
-int g_slot_count = 0;
-std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main first
-
-gc::FreezeResult g_freeze;  // the master's freeze (or this worker's, with lazy-apps)
+State& state() {
+    static State s;
+    return s;
+}
 
 void log_line(const char* fmt, ...) {
     char buf[2048];
@@ -57,6 +46,40 @@ void log_line(const char* fmt, ...) {
     va_end(ap);
     uwsgi_log("[cowguard] %s\n", buf);
 }
+
+namespace {
+WorkerSlot* slot_at(int idx) {
+    State& s = state();
+    if (!s.slots || idx <= 0 || idx >= s.slot_count) return nullptr;
+    return &s.slots[idx];
+}
+}  // namespace
+
+WorkerSlot* worker_slot(int wid) { return wid >= 1 && wid <= uwsgi.numproc ? slot_at(wid) : nullptr; }
+WorkerSlot* mule_slot(int muleid) {
+    return muleid >= 1 && muleid <= uwsgi.mules_cnt ? slot_at(uwsgi.numproc + muleid) : nullptr;
+}
+WorkerSlot* spooler_slot(int index) { return index >= 0 ? slot_at(uwsgi.numproc + uwsgi.mules_cnt + 1 + index) : nullptr; }
+
+}  // namespace cowguard::glue
+
+namespace {
+
+using namespace cowguard;
+using glue::log_line;
+using glue::state;
+
+RawOptions g_raw;
+Settings& g_settings = state().settings;
+
+struct uwsgi_plugin* g_python = nullptr;
+int g_python_index = -1;
+void (*g_python_post_fork)(void) = nullptr;
+void (*g_python_atexit)(void) = nullptr;
+
+std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main first
+
+gc::FreezeResult g_freeze;  // the master's freeze (or this worker's, with lazy-apps)
 
 [[noreturn]] void fail(const std::string& line) {
     uwsgi_log("[cowguard] %s\n", line.c_str());
@@ -117,15 +140,10 @@ int spooler_index() {
     return -1;
 }
 
-// Slots: [0] unused, [1..numproc] workers, then mules, then spoolers.
 WorkerSlot* my_slot() {
-    if (!g_slots) return nullptr;
-    int idx = -1;
-    if (uwsgi.muleid > 0) idx = uwsgi.numproc + uwsgi.muleid;
-    else if (uwsgi.i_am_a_spooler) idx = uwsgi.numproc + uwsgi.mules_cnt + 1 + spooler_index();
-    else if (uwsgi.mywid > 0) idx = uwsgi.mywid;
-    if (idx <= 0 || idx >= g_slot_count) return nullptr;
-    return &g_slots[idx];
+    if (uwsgi.muleid > 0) return glue::mule_slot(uwsgi.muleid);
+    if (uwsgi.i_am_a_spooler) return glue::spooler_slot(spooler_index());
+    return glue::worker_slot(uwsgi.mywid);
 }
 
 void start_slot(WorkerSlot* s) {
@@ -183,7 +201,7 @@ int cowguard_init() {
     find_python_plugin();
     check_python_version();
 
-    gc::set_logger(log_line);
+    gc::set_logger(glue::log_line);
     gc::configure(&g_settings);
 
     // Wrap the python plugin's hooks (see the comment at the top of this file).
@@ -198,17 +216,22 @@ int cowguard_init() {
 
     int spoolers = 0;
     for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next) spoolers++;
-    g_slot_count = 1 + uwsgi.numproc + uwsgi.mules_cnt + spoolers + 1;
-    void* mem = uwsgi_calloc_shared(sizeof(WorkerSlot) * static_cast<size_t>(g_slot_count));
-    g_slots = static_cast<WorkerSlot*>(mem);
-    for (int i = 0; i < g_slot_count; i++) new (&g_slots[i]) WorkerSlot();
+    glue::State& st = state();
+    st.slot_count = 1 + uwsgi.numproc + uwsgi.mules_cnt + 1 + spoolers;
+    void* mem = uwsgi_calloc_shared(sizeof(WorkerSlot) * static_cast<size_t>(st.slot_count));
+    st.slots = static_cast<WorkerSlot*>(mem);
+    for (int i = 0; i < st.slot_count; i++) new (&st.slots[i]) WorkerSlot();
 
-    g_active = true;
+    glue::stats_on_init();
+    // uWSGI sizes its metric storage when it sets up metrics, right after the plugins' init:
+    // metrics registered any later would have no storage.
+    glue::metrics_register();
+    st.active = true;
     return 0;
 }
 
 void cowguard_post_init() {
-    if (!g_active) return;
+    if (!state().active) return;
     if (!Py_IsInitialized()) fail("the python plugin did not initialize Python: nothing to guard");
     gc::GilScope gil;
     gc::on_interpreter_ready();
@@ -275,10 +298,12 @@ extern "C" {
 // Called by uWSGI (call-post-app) once every app is loaded: in the master, or in each worker
 // with lazy-apps.
 void cowguard_post_app(void) {
-    if (!g_active || !g_settings.freeze) return;
+    if (!state().active || !g_settings.freeze) return;
     gc::GilScope gil;
     collect_interpreters();
     g_freeze = gc::freeze_all(g_interps);
+    state().frozen_objects = g_freeze.frozen;
+    state().freeze_ms = g_freeze.ms;
     bool in_worker = uwsgi.mywid > 0;
     if (in_worker) {
         WorkerSlot* slot = my_slot();
@@ -292,9 +317,19 @@ void cowguard_post_app(void) {
 
 // Called by uWSGI (after-request-hook) after every request, in the worker.
 void cowguard_after_request(struct wsgi_request*) {
-    if (!g_active) return;
+    if (!state().active) return;
     WorkerSlot* slot = my_slot();
-    if (slot) slot->requests.fetch_add(1, std::memory_order_relaxed);
+    if (slot) {
+        slot->requests.fetch_add(1, std::memory_order_relaxed);
+        // The master found this worker over a cowguard-reload-on-uss/pss limit.
+        if (slot->recycle_requested.load(std::memory_order_relaxed)) {
+            slot->recycles.fetch_add(1, std::memory_order_relaxed);
+            log_line("recycling worker %d (pid %d) after its request: over its memory limit (see above)", uwsgi.mywid,
+                     static_cast<int>(getpid()));
+            goodbye_cruel_world();
+            return;
+        }
+    }
     if (g_settings.gc != GcPolicy::Off) return;
     gc::GilScope gil;
     gc::check_after_request(g_interps);
@@ -312,6 +347,8 @@ struct PluginTableInit {
         cowguard_plugin.options = g_options_table.data();
         cowguard_plugin.init = cowguard_init;
         cowguard_plugin.post_init = cowguard_post_init;
+        cowguard_plugin.master_cycle = [] { if (state().active) glue::master_cycle(); };
+        cowguard_plugin.atexit = [] { if (state().active) glue::log_exit_line(); };
     }
 } g_plugin_table_init;
 }  // namespace

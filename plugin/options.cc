@@ -270,6 +270,35 @@ std::string describe_policy(GcPolicy policy, const GcThresholds& t) {
     return "?";
 }
 
+std::vector<std::pair<std::string, std::string>> describe_settings(const Settings& s) {
+    auto b = [](bool v) { return std::string(v ? "true" : "false"); };
+    auto n = [](uint64_t v) { return std::to_string(v); };
+    std::string interval = std::to_string(s.stats_interval_s);
+    interval.erase(interval.find_last_not_of('0') + 1);
+    if (!interval.empty() && interval.back() == '.') interval.pop_back();
+    std::string warmup;
+    for (const auto& w : s.warmup) warmup += (warmup.empty() ? "" : " ") + w;
+    std::string gc = s.gc == GcPolicy::Young ? "young" : s.gc == GcPolicy::Off ? "off" : describe_policy(s.gc, s.thresholds).substr(11);
+    return {
+        {"cowguard", b(s.enabled)},
+        {"cowguard-freeze", b(s.freeze)},
+        {"cowguard-collect-before-freeze", b(s.collect_before_freeze)},
+        {"cowguard-gc", gc},
+        {"cowguard-guard", guard_name(s.guard)},
+        {"cowguard-fast-exit", b(s.fast_exit)},
+        {"cowguard-stats", b(s.stats)},
+        {"cowguard-stats-interval", interval},
+        {"cowguard-reload-on-uss", n(s.reload_on_uss_mb)},
+        {"cowguard-reload-on-pss", n(s.reload_on_pss_mb)},
+        {"cowguard-evil-reload-on-uss", n(s.evil_reload_on_uss_mb)},
+        {"cowguard-evil-reload-on-pss", n(s.evil_reload_on_pss_mb)},
+        {"cowguard-warmup", warmup},
+        {"cowguard-warmup-errors", s.warmup_errors == WarmupErrors::Fatal ? "fatal" : "log"},
+        {"cowguard-trim", b(s.trim)},
+        {"cowguard-cow-report", s.cow_report_dir},
+    };
+}
+
 const char* guard_name(GuardMode g) {
     switch (g) {
         case GuardMode::Block: return "block";

@@ -75,5 +75,7 @@ bool parse_warmup(const std::string& v);
 // Human-readable forms, for the startup line and the stats document.
 std::string describe_policy(GcPolicy policy, const GcThresholds& t);
 const char* guard_name(GuardMode g);
+// Every option with its effective value as text, in option_names() order (for the stats).
+std::vector<std::pair<std::string, std::string>> describe_settings(const Settings& s);
 
 }  // namespace cowguard

@@ -24,6 +24,12 @@ struct WorkerSlot {
     std::atomic<uint64_t> requests{0};       // requests finished since this process started
     std::atomic<uint64_t> recycles{0};       // cowguard memory-limit recycles of this slot (kept across respawns)
     std::atomic<uint32_t> recycle_requested{0};  // set by the master (uss/pss over the limit), read after a request
+
+    // Written by the master's sampler (the worker only reads peak_private, for its exit line).
+    // int64 so uWSGI's "ptr" metric collector can read them in place.
+    std::atomic<int64_t> uss{0}, pss{0}, shared{0}, swap{0}, minflt{0}, majflt{0};
+    std::atomic<int64_t> peak_private{0};
+    std::atomic<int64_t> gc_collections_total{0};  // mirror of collections[], for the metric
 };
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "slots live in shared memory: need lock-free atomics");

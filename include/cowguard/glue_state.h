@@ -1,0 +1,38 @@
+// State the uWSGI glue files share (plugin/cowguard.cc: hooks; plugin/master_stats.cc: the
+// master's sampler, stats server and metrics). Only glue code includes this header.
+#pragma once
+
+#include <cstdint>
+
+#include "cowguard/options.h"
+#include "cowguard/worker_slot.h"
+
+namespace cowguard::glue {
+
+struct State {
+    Settings settings;
+    bool active = false;  // cowguard = true and the startup checks passed
+    WorkerSlot* slots = nullptr;
+    int slot_count = 0;
+    // The freeze: in the master, or this worker's own with lazy-apps.
+    uint64_t frozen_objects = 0;
+    double freeze_ms = 0;
+    double warmup_ms = 0;
+};
+
+State& state();
+
+// Slot layout: [0] unused, [1..numproc] workers, then mules, then spoolers.
+WorkerSlot* worker_slot(int wid);
+WorkerSlot* mule_slot(int muleid);
+WorkerSlot* spooler_slot(int index);
+
+void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// master_stats.cc
+void stats_on_init();          // master, at init: nothing bound yet
+void metrics_register();       // master, at init: before uWSGI sizes its metric storage
+void master_cycle();           // master, every loop: starts the sampler and stats threads once
+void log_exit_line();          // any process but the master, at exit
+
+}  // namespace cowguard::glue

@@ -1,0 +1,39 @@
+// Serves a JSON document to every client of a listening socket from its own thread, with
+// non-blocking I/O: a client that sends nothing or reads slowly only holds its own buffer until
+// its deadline, never the master or the other clients. Needs neither uWSGI nor CPython.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace cowguard {
+
+struct StatsServerConfig {
+    int listen_fd = -1;       // already bound and listening (uWSGI bound it)
+    bool http = false;        // stats-http: read the request first, answer with HTTP/1.0 headers
+    int timeout_s = 4;        // per client, like uWSGI's socket-timeout
+    int max_clients = 1024;   // more at once are closed on accept
+};
+
+class StatsServer {
+public:
+    using DocumentFn = std::function<std::string()>;
+    StatsServer(StatsServerConfig cfg, DocumentFn document) : cfg_(cfg), document_(std::move(document)) {}
+
+    // The event loop; returns only when stop() is called or the listening socket fails.
+    void run();
+    void stop();
+
+    // Figures for tests and the stats: documents served, clients dropped at their deadline.
+    unsigned long served() const { return served_; }
+    unsigned long timed_out() const { return timed_out_; }
+
+private:
+    StatsServerConfig cfg_;
+    DocumentFn document_;
+    int wake_fd_ = -1;
+    volatile bool stopping_ = false;
+    unsigned long served_ = 0, timed_out_ = 0;
+};
+
+}  // namespace cowguard

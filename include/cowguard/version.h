@@ -1,0 +1,2 @@
+#pragma once
+#define COWGUARD_VERSION "0.1.0"

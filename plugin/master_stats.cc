@@ -1,0 +1,243 @@
+// uWSGI glue for the master's figures: the sampler thread, the stats server thread serving
+// uWSGI's own document with cowguard's figures merged in, the metrics, the memory limits, and
+// each process's exit line. Everything here runs in the master except log_exit_line().
+#include <Python.h>  // first, as CPython asks (uwsgi.h pulls in system headers)
+
+extern "C" {
+#include <uwsgi.h>
+}
+
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cowguard/glue_state.h"
+#include "cowguard/procfs.h"
+#include "cowguard/sampler.h"
+#include "cowguard/stats_doc.h"
+#include "cowguard/stats_server.h"
+#include "cowguard/version.h"
+
+extern struct uwsgi_server uwsgi;
+
+namespace cowguard::glue {
+
+namespace {
+
+std::unique_ptr<Sampler> g_sampler;
+std::unique_ptr<StatsServer> g_server;
+bool g_started = false;
+std::atomic<int64_t> g_pss_total{0};
+std::atomic<int64_t> g_frozen_metric{0};
+std::vector<int> g_evil_killed;  // pids already killed by the evil limits (until they are reaped)
+
+constexpr double kMB = 1024.0 * 1024.0;
+
+std::vector<ProcessRef> processes() {
+    std::vector<ProcessRef> v;
+    for (int i = 1; i <= uwsgi.numproc; i++)
+        v.push_back(ProcessRef{ProcessRef::Kind::Worker, i, uwsgi.workers[i].pid, worker_slot(i)});
+    for (int i = 0; i < uwsgi.mules_cnt; i++)
+        v.push_back(ProcessRef{ProcessRef::Kind::Mule, i + 1, uwsgi.mules[i].pid, mule_slot(i + 1)});
+    int idx = 0;
+    for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next, idx++)
+        v.push_back(ProcessRef{ProcessRef::Kind::Spooler, idx, s->pid, spooler_slot(idx)});
+    return v;
+}
+
+void act_on_limits(const std::vector<LimitAction>& actions) {
+    for (const LimitAction& a : actions) {
+        WorkerSlot* s = a.proc.slot;
+        if (a.evil) {
+            bool already = false;
+            for (int pid : g_evil_killed) already = already || pid == a.proc.pid;
+            if (already) continue;
+            g_evil_killed.push_back(a.proc.pid);
+            if (g_evil_killed.size() > 256) g_evil_killed.erase(g_evil_killed.begin());
+            if (s) s->recycles.fetch_add(1, std::memory_order_relaxed);
+            log_line("killing worker %d (pid %d) now: %s", a.proc.id, a.proc.pid, a.reason.c_str());
+            kill(a.proc.pid, SIGKILL);
+        } else if (s && !s->recycle_requested.exchange(1)) {
+            log_line("worker %d (pid %d) will be recycled after its current request: %s", a.proc.id, a.proc.pid,
+                     a.reason.c_str());
+        }
+    }
+}
+
+void sampler_loop() {
+    const Settings& st = state().settings;
+    timespec interval;
+    interval.tv_sec = static_cast<time_t>(st.stats_interval_s);
+    interval.tv_nsec = static_cast<long>((st.stats_interval_s - static_cast<double>(interval.tv_sec)) * 1e9);
+    int master_pid = getpid();
+    for (;;) {
+        std::vector<ProcessRef> procs = processes();
+        act_on_limits(g_sampler->sample(master_pid, procs));
+        Snapshot snap = g_sampler->snapshot();
+        g_pss_total.store(static_cast<int64_t>(snap.pss_total), std::memory_order_relaxed);
+        if (st.stats) {
+            // Live rss/vsz in uWSGI's own worker table: uwsgitop, core's metrics and
+            // evil-reload-on-rss then see real values without memory-report.
+            for (const ProcessRef& p : procs) {
+                if (p.kind != ProcessRef::Kind::Worker) continue;
+                auto it = snap.workers.find(p.pid);
+                if (it == snap.workers.end() || !it->second.mem_ok) continue;
+                uwsgi.workers[p.id].rss_size = it->second.rss;
+                uwsgi.workers[p.id].vsz_size = it->second.vsz;
+            }
+        }
+        nanosleep(&interval, nullptr);
+    }
+}
+
+std::string build_document() {
+    struct uwsgi_stats* us = uwsgi_master_generate_stats();
+    if (!us) return "{}";
+    std::string raw(us->base, us->pos);
+    free(us->base);
+    free(us);
+
+    const State& s = state();
+    Snapshot snap = g_sampler->snapshot();
+    // GC figures are read live from the slots; memory figures come from the last round.
+    for (int i = 1; i <= uwsgi.numproc; i++) {
+        WorkerSlot* slot = worker_slot(i);
+        int pid = uwsgi.workers[i].pid;
+        if (!slot || pid <= 0 || slot->pid.load(std::memory_order_relaxed) != pid) continue;
+        ProcessFigures& f = snap.workers[pid];
+        f.pid = pid;
+        f.gc_ok = true;
+        f.gc = gc_figures_from(*slot);
+        f.recycles = slot->recycles.load(std::memory_order_relaxed);
+        f.peak_private = static_cast<uint64_t>(slot->peak_private.load(std::memory_order_relaxed));
+    }
+    TopFigures top;
+    top.version = COWGUARD_VERSION;
+    top.options = describe_settings(s.settings);
+    top.frozen_objects = s.frozen_objects;
+    top.freeze_ms = s.freeze_ms;
+    top.warmup_ms = s.warmup_ms;
+    top.master_ok = snap.master_ok;
+    top.master_rss = snap.master.rss;
+    top.master_uss = snap.master.uss();
+    top.master_pss = snap.master.pss;
+    top.master_shared = snap.master.shared();
+    top.pss_total = snap.pss_total;
+    top.shared_fraction_avg = snap.shared_fraction_avg;
+    std::string out;
+    if (!merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified, out)) return raw;
+    return out;
+}
+
+void register_gauge(const char* name, const char* oid, void* ptr) {
+    uwsgi_register_metric(const_cast<char*>(name), const_cast<char*>(oid), UWSGI_METRIC_GAUGE,
+                          const_cast<char*>("ptr"), ptr, 0, nullptr);
+}
+
+}  // namespace
+
+void stats_on_init() {
+    const Settings& st = state().settings;
+    bool limits = st.reload_on_uss_mb || st.reload_on_pss_mb || st.evil_reload_on_uss_mb || st.evil_reload_on_pss_mb;
+    if (st.stats || limits) g_sampler = std::make_unique<Sampler>(st);
+    if (limits && !uwsgi.master_process)
+        log_line("cowguard-reload-on-* limits need the master (master = true): the master samples the workers");
+}
+
+void metrics_register() {
+    if (!uwsgi.has_metrics || !state().settings.stats) return;
+    char name[64], oid[64];
+    for (int i = 1; i <= uwsgi.numproc; i++) {
+        WorkerSlot* s = worker_slot(i);
+        if (!s) continue;
+        struct {
+            const char* suffix;
+            int oid;
+            void* ptr;
+        } m[] = {
+            {"uss_size", 101, &s->uss},
+            {"pss_size", 102, &s->pss},
+            {"shared_size", 103, &s->shared},
+            {"swap_size", 104, &s->swap},
+            {"minor_faults", 105, &s->minflt},
+            {"major_faults", 106, &s->majflt},
+            {"peak_uss_size", 107, &s->peak_private},
+            {"gc_collections", 108, &s->gc_collections_total},
+            {"gc_blocked_calls", 109, &s->blocked_calls},
+            {"cowguard_recycles", 110, &s->recycles},
+        };
+        for (auto& e : m) {
+            snprintf(name, sizeof(name), "worker.%d.%s", i, e.suffix);
+            snprintf(oid, sizeof(oid), "3.%d.%d", i, e.oid);
+            register_gauge(name, oid, e.ptr);
+        }
+    }
+    register_gauge("cowguard.pss_total", "100.1", &g_pss_total);
+    register_gauge("cowguard.frozen_objects", "100.2", &g_frozen_metric);
+}
+
+void master_cycle() {
+    if (g_started || !g_sampler) return;
+    g_started = true;
+    g_frozen_metric.store(static_cast<int64_t>(state().frozen_objects), std::memory_order_relaxed);
+    std::thread(sampler_loop).detach();
+
+    // Take over uWSGI's stats socket: core bound it (TCP or unix, chmod-socket, abstract) just
+    // before its first loop; from now on cowguard's thread answers on it, so a slow or idle
+    // client never stalls the master.
+    if (state().settings.stats && uwsgi.stats && uwsgi.stats_fd > -1) {
+        event_queue_del_fd(uwsgi.master_queue, uwsgi.stats_fd, event_queue_read());
+        int fd = uwsgi.stats_fd;
+        uwsgi.stats_fd = -1;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        StatsServerConfig cfg;
+        cfg.listen_fd = fd;
+        cfg.http = uwsgi.stats_http;
+        cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
+        g_server = std::make_unique<StatsServer>(cfg, build_document);
+        std::thread([] { g_server->run(); }).detach();
+        log_line("stats server on %s now serves uWSGI's document with cowguard's figures", uwsgi.stats);
+    }
+}
+
+void log_exit_line() {
+    WorkerSlot* s = nullptr;
+    const char* kind = "worker";
+    int id = uwsgi.mywid;
+    if (uwsgi.muleid > 0) {
+        s = mule_slot(uwsgi.muleid);
+        kind = "mule";
+        id = uwsgi.muleid;
+    } else if (uwsgi.i_am_a_spooler) {
+        kind = "spooler";
+        int idx = 0;
+        for (struct uwsgi_spooler* sp = uwsgi.spoolers; sp; sp = sp->next, idx++)
+            if (sp == uwsgi.i_am_a_spooler) s = spooler_slot(idx);
+        id = 0;
+    } else if (uwsgi.mywid > 0) {
+        s = worker_slot(uwsgi.mywid);
+    }
+    if (!s || s->pid.load(std::memory_order_relaxed) != getpid()) return;
+    MemFigures m;
+    StatFigures st;
+    uint64_t peak = static_cast<uint64_t>(s->peak_private.load(std::memory_order_relaxed));
+    if (read_mem(getpid(), m) && m.uss() > peak) peak = m.uss();
+    read_stat(getpid(), st);
+    log_line("%s %d (pid %d) exiting: %llu requests, peak private %.1f MB, %llu minor faults, %llu major faults, "
+             "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls",
+             kind, id, static_cast<int>(getpid()),
+             static_cast<unsigned long long>(s->requests.load(std::memory_order_relaxed)),
+             static_cast<double>(peak) / kMB, static_cast<unsigned long long>(st.minflt),
+             static_cast<unsigned long long>(st.majflt),
+             static_cast<unsigned long long>(s->collections[0].load(std::memory_order_relaxed)),
+             static_cast<unsigned long long>(s->collections[1].load(std::memory_order_relaxed)),
+             static_cast<unsigned long long>(s->collections[2].load(std::memory_order_relaxed)),
+             static_cast<double>(s->gc_time_ns.load(std::memory_order_relaxed)) / 1e6,
+             static_cast<unsigned long long>(s->blocked_calls.load(std::memory_order_relaxed)));
+}
+
+}  // namespace cowguard::glue
