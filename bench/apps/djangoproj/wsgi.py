@@ -1,8 +1,10 @@
 """WSGI entry point of the benchmark's Django project: uwsgi --wsgi-file bench/apps/djangoproj/wsgi.py
 
 At import (in the uWSGI master, before the fork, unless lazy-apps) it loads Django, resolves the
-URLconf, compiles every template into the cached loader and preloads the in-memory catalog, then
-closes the database connection so no SQLite handle crosses the fork.
+URLconf, compiles every template into the cached loader, preloads the in-memory catalog and serves
+one request of each page kind in-process (so translations, per-backend caches and lazy imports are
+loaded once, in the master), then closes the database connection so no SQLite handle crosses the
+fork. Every configuration of the benchmark gets the same warm-up.
 
 COWGUARD_BENCH_RECIPE (same as bench/apps/gcheavy.py), applied after get_wsgi_application():
   app-freeze      gc.collect(); gc.freeze()
@@ -10,6 +12,7 @@ COWGUARD_BENCH_RECIPE (same as bench/apps/gcheavy.py), applied after get_wsgi_ap
 """
 import atexit
 import gc
+import io
 import os
 import sys
 from pathlib import Path
@@ -40,6 +43,21 @@ def _warm():
     from shop import catalog
 
     catalog.preload()
+    for path, query in (("/", ""), ("/products/", "page=2"), ("/product/1/", ""), ("/category/cat-00/", "")):
+        environ = {
+            "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr, "wsgi.version": (1, 0), "wsgi.multithread": False,
+            "wsgi.multiprocess": True, "wsgi.run_once": False, "SERVER_PROTOCOL": "HTTP/1.1",
+        }
+        status = []
+        body = application(environ, lambda s, h, exc_info=None: status.append(s))
+        try:
+            b"".join(body)
+        finally:
+            getattr(body, "close", lambda: None)()
+        if not status or not status[0].startswith("200"):
+            raise RuntimeError("warm-up request %s failed: %s" % (path, status))
     connections.close_all()
 
 
