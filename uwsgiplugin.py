@@ -23,4 +23,4 @@ CFLAGS = ['-std=c++17', '-I' + os.path.join(_here, 'include'), '-Wno-missing-fie
     + _flags('--includes') + _pkg('--cflags')
 LDFLAGS = []
 LIBS = ['-lstdc++'] + _flags('--embed', '--ldflags') + _pkg('--libs')
-GCC_LIST = sorted(os.path.relpath(p, _here) for p in glob.glob(os.path.join(_here, 'plugin', '*.cc')))
+GCC_LIST = sorted(os.path.relpath(p, _here) for ext in ('*.cc', '*.c') for p in glob.glob(os.path.join(_here, 'plugin', ext)))

@@ -27,7 +27,12 @@ extern "C" {
 #include "cowguard/gc_control.h"
 #include "cowguard/glue_state.h"
 #include "cowguard/options.h"
+#include "cowguard/procfs.h"
+#include "cowguard/pymodule.h"
+#include "cowguard/warmup.h"
 #include "cowguard/worker_slot.h"
+
+#include <malloc.h>
 
 extern struct uwsgi_server uwsgi;
 
@@ -186,6 +191,46 @@ void find_python_plugin() {
     fail("needs uWSGI's python plugin, and none is loaded: load it before cowguard (plugins = python3,cowguard)");
 }
 
+// cowguard-warmup: in the main interpreter, with the GC still off, before the freeze.
+void run_warmups(bool in_worker) {
+    PyThreadState* prev = PyThreadState_Swap(g_interps.front());
+    bool fatal = g_settings.warmup_errors == WarmupErrors::Fatal;
+    warmup::Result r = warmup::run(g_settings.warmup, fatal);
+    PyThreadState_Swap(prev);
+    state().warmup_ms = r.ms;
+    if (r.ok) {
+        log_line("warmup: %zu callable%s ran in %.1f ms in %s %d%s", g_settings.warmup.size(),
+                 g_settings.warmup.size() == 1 ? "" : "s", r.ms, in_worker ? "worker" : "the master, pid",
+                 in_worker ? uwsgi.mywid : static_cast<int>(getpid()),
+                 in_worker ? " (lazy-apps: each worker warms up its own app; nothing is shared)" : "");
+        return;
+    }
+    if (!fatal) {
+        log_line("cowguard-warmup: %s raised (traceback above); going on as cowguard-warmup-errors = log asks",
+                 r.failed.c_str());
+        return;
+    }
+    log_line("cowguard-warmup: %s raised (traceback above); stopping as cowguard-warmup-errors = fatal asks",
+             r.failed.c_str());
+    if (in_worker) {
+        // Like need-app with lazy-apps: the whole instance stops rather than respawning forever.
+        if (uwsgi.master_process) kill(uwsgi.workers[0].pid, SIGINT);
+        exit(UWSGI_FAILED_APP_CODE);
+    }
+    exit(1);
+}
+
+// cowguard-trim: hand the free pages at the top of the malloc heap and in its bins back to the
+// kernel before the fork, so no worker inherits (and later copies) them.
+void trim_heap() {
+    MemFigures before, after;
+    bool ok = read_mem(getpid(), before);
+    malloc_trim(0);
+    if (ok && read_mem(getpid(), after))
+        log_line("cowguard-trim: malloc_trim(0) in the master: rss %.1f MB -> %.1f MB", before.rss / 1048576.0,
+                 after.rss / 1048576.0);
+}
+
 void process_started();
 void wrapped_python_post_fork();
 void wrapped_python_atexit();
@@ -200,6 +245,7 @@ int cowguard_init() {
     }
     find_python_plugin();
     check_python_version();
+    pymodule::register_module();  // before Py_Initialize, which the python plugin's init runs next
 
     gc::set_logger(glue::log_line);
     gc::configure(&g_settings);
@@ -252,6 +298,7 @@ void log_policy(const char* where) {
 void process_started() {
     WorkerSlot* slot = my_slot();
     start_slot(slot);
+    pymodule::set_slot(slot);
     gc::GilScope gil;
     gc::set_slot(slot);
     collect_interpreters();
@@ -298,13 +345,15 @@ extern "C" {
 // Called by uWSGI (call-post-app) once every app is loaded: in the master, or in each worker
 // with lazy-apps.
 void cowguard_post_app(void) {
-    if (!state().active || !g_settings.freeze) return;
+    if (!state().active) return;
     gc::GilScope gil;
     collect_interpreters();
+    bool in_worker = uwsgi.mywid > 0;
+    if (!g_settings.warmup.empty()) run_warmups(in_worker);
+    if (!g_settings.freeze) return;
     g_freeze = gc::freeze_all(g_interps);
     state().frozen_objects = g_freeze.frozen;
     state().freeze_ms = g_freeze.ms;
-    bool in_worker = uwsgi.mywid > 0;
     if (in_worker) {
         WorkerSlot* slot = my_slot();
         gc::set_slot(slot);
@@ -312,6 +361,8 @@ void cowguard_post_app(void) {
         if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
     } else {
         log_policy("master");
+        if (g_settings.trim) trim_heap();
+        glue::cow_report_setup_master(g_python_index);
     }
 }
 
@@ -348,7 +399,11 @@ struct PluginTableInit {
         cowguard_plugin.init = cowguard_init;
         cowguard_plugin.post_init = cowguard_post_init;
         cowguard_plugin.master_cycle = [] { if (state().active) glue::master_cycle(); };
-        cowguard_plugin.atexit = [] { if (state().active) glue::log_exit_line(); };
+        cowguard_plugin.atexit = [] {
+            if (!state().active) return;
+            glue::log_exit_line();
+            glue::cow_report_at_exit();
+        };
     }
 } g_plugin_table_init;
 }  // namespace

@@ -117,6 +117,13 @@ const std::vector<OptionSpec>& specs() {
              o.cow_report_dir = t;
              return true;
          }},
+        {"cowguard-cow-report-signal", "a uWSGI signal number, an integer from 1 to 255", false,
+         [](const std::string& v, Settings& o) {
+             unsigned long long x;
+             if (!parse_uint(trim(v), 255, x) || x < 1) return false;
+             o.cow_report_signal = static_cast<int>(x);
+             return true;
+         }},
     };
     return s;
 }
@@ -296,6 +303,7 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-warmup-errors", s.warmup_errors == WarmupErrors::Fatal ? "fatal" : "log"},
         {"cowguard-trim", b(s.trim)},
         {"cowguard-cow-report", s.cow_report_dir},
+        {"cowguard-cow-report-signal", std::to_string(s.cow_report_signal)},
     };
 }
 

@@ -35,4 +35,8 @@ void metrics_register();       // master, at init: before uWSGI sizes its metric
 void master_cycle();           // master, every loop: starts the sampler and stats threads once
 void log_exit_line();          // any process but the master, at exit
 
+// cow_report_glue.cc
+void cow_report_setup_master(int python_modifier);  // master, after the freeze: signal + trigger file
+void cow_report_at_exit();                           // a worker, at exit (GIL taken here)
+
 }  // namespace cowguard::glue

@@ -44,6 +44,7 @@ struct Settings {
     WarmupErrors warmup_errors = WarmupErrors::Fatal;
     bool trim = false;
     std::string cow_report_dir;  // empty: off
+    int cow_report_signal = 99;  // uWSGI signal that asks every worker for its report now
 };
 
 // One option as the user wrote it: every value given, in order (the last one wins for
