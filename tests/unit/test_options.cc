@@ -39,7 +39,8 @@ START_TEST(defaults) {
     ck_assert_uint_eq(s.reload_on_uss_mb, 0);
     ck_assert(s.cow_report_dir.empty());
     // Every name is known, and only cowguard-warmup keeps a list.
-    ck_assert_uint_eq(option_names().size(), 16);
+    ck_assert_uint_eq(option_names().size(), 17);
+    ck_assert_int_eq(s.cow_report_signal, 99);
     for (const auto& n : option_names()) ck_assert(option_is_list(n) == (n == "cowguard-warmup"));
     ck_assert(!option_is_list("cowguard-bogus"));
 }
@@ -142,6 +143,9 @@ START_TEST(huge_values) {
     ck_assert(rejected("cowguard-stats-interval", "3601"));
     ck_assert(rejected("cowguard-stats-interval", "99999999999999999"));
     ck_assert(rejected("cowguard-stats-interval", "0.09"));  // too small, likewise
+    ck_assert(rejected("cowguard-cow-report-signal", "256"));
+    ck_assert(rejected("cowguard-cow-report-signal", "0"));
+    ck_assert(!rejected("cowguard-cow-report-signal", "255"));
 }
 END_TEST
 
