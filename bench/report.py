@@ -115,7 +115,7 @@ def app_table(app_result):
 
 
 def ratio_lines(app_result):
-    ratios = app_result.get("ratios") or {}
+    ratios = compute_ratios(app_result.get("configurations", {})) or app_result.get("ratios") or {}
     lines = []
     for key, vals in ratios.items():
         parts = []

@@ -255,10 +255,13 @@ def mean(xs):
 # ---------------------------------------------------------------- uWSGI
 
 class Uwsgi:
-    def __init__(self, app, config, workers, plugin, logpath):
+    """One uWSGI instance in its own process group. `override_cmd`/`port` replace the generated command line
+    (bench/demo.py runs configs/demo.ini that way)."""
+
+    def __init__(self, app, config, workers, plugin, logpath, override_cmd=None, port=None):
         self.app = app
         self.name, recipe, extra, needs_plugin = config
-        self.port = free_port()
+        self.port = port or free_port()
         self.logpath = logpath
         cmd = [UWSGI, "--master", "--workers", str(workers), "--plugin", "python3"]
         if needs_plugin:
@@ -270,6 +273,8 @@ class Uwsgi:
                 "--add-header", "Connection: close"]
         cmd += extra
         self.cmd = cmd
+        if override_cmd is not None:
+            self.cmd = list(override_cmd)
         env = dict(os.environ)
         env.pop("COWGUARD_BENCH_RECIPE", None)
         if recipe:
