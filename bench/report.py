@@ -32,7 +32,7 @@ COLUMNS = [
     ("pss_total_mb", "total PSS MB", "{:.0f}"),
     ("minflt_per_request", "minflt/req", "{:.1f}"),
     ("stop_s", "stop 8 workers s (last worker done)", "stop"),
-    ("stop_peak_extra_mb", "stop peak extra MB", "{:.0f}"),
+    ("stop_peak_extra_mb", "stop peak extra MB (own PSS)", "spike:stop"),
     ("cycle_growth_mb", "/cycles growth MB/worker", "{:.1f}"),
     ("foreign_cpu_pct", "other CPU %", "{:.0f}"),
 ]
@@ -40,7 +40,7 @@ COLUMNS = [
 # shown only when measured (full mode): stopping 8 workers that served 2 requests each
 COLD_COLUMNS = [
     ("cold_stop_s", "cold stop s (last worker done)", "cold_stop"),
-    ("cold_stop_peak_extra_mb", "cold stop peak extra MB", "{:.0f}"),
+    ("cold_stop_peak_extra_mb", "cold stop peak extra MB (own PSS)", "spike:cold_stop"),
 ]
 
 RATIO_KEYS = [
@@ -55,6 +55,11 @@ RATIO_KEYS = [
 
 
 def cell(entry, key, spec):
+    if spec.startswith("spike:"):
+        host, own = entry.get(key), entry.get(spec[6:] + "_peak_extra_pss_mb")
+        if host is None:
+            return "n/a"
+        return "%.0f (%s)" % (host, "%.0f" % own if own is not None else "?")
     if spec in ("stop", "cold_stop"):
         total, done = entry.get(spec + "_s"), entry.get(spec + "_workers_exited_s")
         if total is None:
