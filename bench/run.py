@@ -666,8 +666,15 @@ def plots(results, outdir):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         vals = [configs[n]["rps"] for n in names]
         bars = ax.bar(names, vals, color=["#1f77b4" if not n.startswith("cowguard") else "#d62728" for n in names])
-        for b, v in zip(bars, vals):
+        noisy = False
+        for b, v, n in zip(bars, vals, names):
             ax.annotate("%.0f" % v, (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+            if (configs[n].get("foreign_cpu_pct") or 0) > FOREIGN_CPU_WARN_PCT:
+                b.set_hatch("//")
+                noisy = True
+        if noisy:
+            ax.text(0.99, 0.98, "hatched: >%d%% of the CPU went to other processes" % FOREIGN_CPU_WARN_PCT,
+                    transform=ax.transAxes, ha="right", va="top", fontsize=7)
         ax.set_ylabel("requests/s (wrk shares the cores)")
         ax.set_title("%s: throughput" % app)
         plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
