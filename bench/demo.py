@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (process-group cleanup, /proc readers, wrk wrapper)
 
 REPO = run.REPO
-INI = REPO / "configs" / "demo.ini"
-LOAD_S = 10
+DEFAULT_INI = REPO / "configs" / "demo.ini"
+INI = DEFAULT_INI
+LOAD_S = int(os.environ.get("COWGUARD_DEMO_LOAD_S", "10"))
 WORKERS = 4
 
 
@@ -55,7 +56,9 @@ def ini_command(plugin):
     s = ini_settings(INI)
     if s is None:
         return None
-    cmd = [run.UWSGI, "--ini", str(INI)]
+    # a `plugins = python3,cowguard` line finds cowguard_plugin.so in --plugins-dir (it has to come
+    # before --ini: uWSGI loads plugins while it parses)
+    cmd = [run.UWSGI, "--plugins-dir", os.path.dirname(plugin), "--ini", str(INI)]
     port = None
     for key in ("http-socket", "http"):
         if key in s:
@@ -67,13 +70,15 @@ def ini_command(plugin):
     if port is None:
         port = run.free_port()
         cmd += ["--http-socket", "127.0.0.1:%d" % port]
-    plugins = ",".join(s.get(k, "") for k in ("plugins", "plugin"))
-    if plugin not in plugins and "cowguard" not in plugins:
+    plugins = ",".join(s.get(k, "") for k in ("plugins", "plugin", "need-plugin", "need-plugins"))
+    if "cowguard" not in plugins:
         cmd += ["--plugin", plugin]
     if not any(k in s for k in ("wsgi-file", "module", "wsgi", "mount")):
         cmd += ["--wsgi-file", str(run.APPS["gcheavy"]["wsgi_file"])]
     if "die-on-term" not in s:
         cmd += ["--die-on-term"]
+    if "add-header" not in s:
+        cmd += ["--add-header", "Connection: close"]  # uWSGI closes anyway; tells wrk so
     return cmd, port
 
 
@@ -121,7 +126,10 @@ def measure(label, cmd, port, logdir, expect_frozen):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--no-bench", action="store_true", help="skip the final bench/run.py --quick")
+    ap.add_argument("--ini", default=str(DEFAULT_INI), help="uWSGI ini to demo (default configs/demo.ini)")
     args = ap.parse_args(argv)
+    global INI
+    INI = Path(args.ini)
     t0 = time.monotonic()
     plugin, why = run.plugin_status()
     if not plugin:
@@ -134,20 +142,20 @@ def main(argv=None):
     print("cowguard demo: gcheavy app (300k-row heap, ~95 MB) under %d s of `wrk -t2 -c8` on 127.0.0.1, "
           "with cowguard on and then off. uWSGI logs: %s" % (LOAD_S, logdir))
     results = {}
-    source = "configs/demo.ini"
+    source = str(INI)
     try:
         ic = ini_command(plugin)
         if ic is None:
-            source = "command-line flags" + (" (configs/demo.ini not found)" if not INI.exists() else "")
+            source = "command-line flags" + (" (%s not found)" % INI if not INI.exists() else "")
             ic = flags_command(plugin)
         cmd, port = ic
         try:
             results["on"] = measure("cowguard-on", cmd, port, logdir, expect_frozen=True)
         except RuntimeError as e:
-            if source != "configs/demo.ini":
+            if source != str(INI):
                 raise
-            print("demo: configs/demo.ini did not work (%s); retrying with command-line flags" % e)
-            source = "command-line flags (configs/demo.ini failed)"
+            print("demo: %s did not work (%s); retrying with command-line flags" % (INI, e))
+            source = "command-line flags (%s failed)" % INI
             cmd, port = flags_command(plugin)
             results["on"] = measure("cowguard-on", cmd, port, logdir, expect_frozen=True)
         results["off"] = measure("cowguard-off", cmd + ["--cowguard", "false"], port, logdir, expect_frozen=False)

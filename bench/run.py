@@ -470,6 +470,9 @@ def main_phase(app, config, args, durations, plugin, logdir):
             "minflt_per_request": (sum(flt1[p] - flt0[p] for p in flt1) / w["requests"]) if w["requests"] else None,
             "private_mb_series": [(s["t"], mean(v["private"] for v in s["workers"].values())) for s in series],
         })
+        if w["non_2xx"] or w["socket_errors"]:
+            res.setdefault("notes", []).append("wrk saw %d non-2xx responses and %d socket errors during the load"
+                                               % (w["non_2xx"], w["socket_errors"]))
         # /cycles: private memory per worker before and after N seconds of reference-cycle load
         cyc_before = sample_workers(pids)
         wc = run_wrk(u.url("/cycles"), durations["cycles_s"])
