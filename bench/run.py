@@ -544,6 +544,7 @@ def stop_phase(app, config, args, durations, plugin, logdir, cold=False):
 
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
+        acct = CpuAccount(group)
         t0 = time.monotonic()
         os.kill(u.pid, signal.SIGTERM)
         try:
@@ -554,6 +555,8 @@ def stop_phase(app, config, args, durations, plugin, logdir, cold=False):
             res[prefix + "_error"] = "master still alive %ss after SIGTERM" % STOP_TIMEOUT_S
         done.set()
         th.join(timeout=2)
+        # the exited workers' CPU reaches us through the master's and then our RUSAGE_CHILDREN
+        res[prefix + "_foreign_cpu_pct"] = acct.finish()["foreign_cpu_pct"]
         # uWSGI's master reaps dead workers on a ~1 s tick, so the master's exit time is coarse;
         # the moment the last worker became a zombie is when the teardown work was really done
         res[prefix + "_workers_exited_s"] = workers_gone_at[0] - t0 if workers_gone_at else None
@@ -764,6 +767,7 @@ def main(argv=None):
             for key, val in (("load_s", args.load_s), ("cycles_s", args.cycles_s), ("warm_s", args.warm_s)):
                 if val:
                     d[key] = val
+            results.setdefault("durations", {})[app] = d
             a = {"app": app, "wsgi_file": str(APPS[app]["wsgi_file"].relative_to(REPO)),
                  "description": APPS[app]["description"], "workers": args.workers,
                  "stop_workers": args.stop_workers, "durations": d, "configurations": {}, "notes": []}
