@@ -213,8 +213,9 @@ void run_warmups(bool in_worker) {
     log_line("cowguard-warmup: %s raised (traceback above); stopping as cowguard-warmup-errors = fatal asks",
              r.failed.c_str());
     if (in_worker) {
-        // Like need-app with lazy-apps: the whole instance stops rather than respawning forever.
-        if (uwsgi.master_process) kill(uwsgi.workers[0].pid, SIGINT);
+        // Like need-app with lazy-apps: the whole instance stops (status 22) rather than
+        // respawning forever; the master acts on the flag in its next cycle.
+        if (state().slots) state().slots[0].stop_instance.store(1);
         exit(UWSGI_FAILED_APP_CODE);
     }
     exit(1);
@@ -362,7 +363,6 @@ void cowguard_post_app(void) {
     } else {
         log_policy("master");
         if (g_settings.trim) trim_heap();
-        glue::cow_report_setup_master(g_python_index);
     }
 }
 
@@ -399,6 +399,12 @@ struct PluginTableInit {
         cowguard_plugin.init = cowguard_init;
         cowguard_plugin.post_init = cowguard_post_init;
         cowguard_plugin.master_cycle = [] { if (state().active) glue::master_cycle(); };
+        // In the master in every mode (lazy-apps included), after the apps it loads and before the fork.
+        cowguard_plugin.postinit_apps = [] {
+            if (!state().active || uwsgi.mywid != 0) return;
+            gc::GilScope gil;
+            glue::cow_report_setup_master(g_python_index);
+        };
         cowguard_plugin.atexit = [] {
             if (!state().active) return;
             glue::log_exit_line();

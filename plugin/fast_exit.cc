@@ -1,5 +1,6 @@
-// Fast exit (see fast_exit.h). Mirrors Py_FinalizeEx up to the point where it starts tearing
-// objects down: wait_for_thread_shutdown(), then _PyAtExit_Call(), then flush_std_files().
+// Fast exit (see fast_exit.h). Mirrors the python plugin's uwsgi.atexit call, then Py_FinalizeEx
+// up to the point where it starts tearing objects down: wait_for_thread_shutdown(), then
+// _PyAtExit_Call(), then flush_std_files().
 #include "cowguard/fast_exit.h"
 
 #include <cstdio>
@@ -67,9 +68,11 @@ void flush_std_files() {
 void run_python_exit_path(const std::vector<PyThreadState*>& interps, bool skip_python_handlers) {
     PyThreadState* main = interps.empty() ? PyThreadState_Get() : interps.front();
     PyThreadState* prev = PyThreadState_Swap(main);
+    // uwsgi.atexit first, as the python plugin calls it before Py_Finalize: apps use it to tell
+    // their non-daemon threads to stop, which the wait below then joins.
+    if (!skip_python_handlers) uwsgi_atexit_callable();
     wait_for_threads();
     if (!skip_python_handlers) {
-        uwsgi_atexit_callable();
         for (size_t i = interps.size(); i-- > 1;) {
             PyThreadState_Swap(interps[i]);
             run_atexit_handlers();

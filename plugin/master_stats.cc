@@ -181,6 +181,12 @@ void metrics_register() {
 }
 
 void master_cycle() {
+    WorkerSlot& instance = state().slots[0];
+    if (instance.stop_instance.exchange(0)) {
+        log_line("a worker's warmup failed (cowguard-warmup-errors = fatal): stopping the instance");
+        uwsgi.status.dying_for_need_app = 1;  // the master then exits with status 22, as need-app does
+        kill_them_all(0);
+    }
     if (g_started || !g_sampler) return;
     g_started = true;
     g_frozen_metric.store(static_cast<int64_t>(state().frozen_objects), std::memory_order_relaxed);

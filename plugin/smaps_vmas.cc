@@ -116,8 +116,10 @@ MappingKind classify_vma(const Vma& v, bool holds_python_objects) {
     bool writable = v.perms.size() > 1 && v.perms[1] == 'w';
     if (v.path.empty()) return holds_python_objects ? MappingKind::PythonObjects : MappingKind::OtherAnonymous;
     if (v.path[0] == '/' && writable) {
-        if (v.path.find("libpython") != std::string::npos) return MappingKind::LibpythonData;
-        if (ends_with(v.path, ".so") || v.path.find(".so.") != std::string::npos) return MappingKind::ExtensionData;
+        // A library replaced on disk under a running process shows as "path (deleted)".
+        std::string path = ends_with(v.path, " (deleted)") ? v.path.substr(0, v.path.size() - 10) : v.path;
+        if (path.find("libpython") != std::string::npos) return MappingKind::LibpythonData;
+        if (ends_with(path, ".so") || path.find(".so.") != std::string::npos) return MappingKind::ExtensionData;
     }
     return MappingKind::Other;
 }

@@ -30,6 +30,10 @@ struct WorkerSlot {
     std::atomic<int64_t> uss{0}, pss{0}, shared{0}, swap{0}, minflt{0}, majflt{0};
     std::atomic<int64_t> peak_private{0};
     std::atomic<int64_t> gc_collections_total{0};  // mirror of collections[], for the metric
+
+    // Slot 0 only (no process writes it otherwise): a lazy-apps worker whose warmup failed with
+    // cowguard-warmup-errors = fatal asks the master to stop the instance, as need-app does.
+    std::atomic<uint32_t> stop_instance{0};
 };
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "slots live in shared memory: need lock-free atomics");

@@ -301,15 +301,11 @@ def test_report_dir_must_be_a_directory(uwsgi, tmp_path, what):
     assert "spawned uWSGI worker" not in log
 
 
-# cowguard_post_app (plugin/cowguard.cc) calls glue::cow_report_setup_master only in the master's
-# branch after the freeze: with lazy-apps (post_app runs in the workers) or cowguard-freeze = false
-# (it returns before) the directory is never checked, the trigger file never created or watched
-# and the signal never registered.
-NO_SETUP = "cowguard_post_app skips cow_report_setup_master with lazy-apps and with cowguard-freeze = false"
+# The report is set up in the master in every mode: with lazy-apps (apps load in the workers)
+# and with cowguard-freeze = false too.
 MODES = [pytest.param(["--lazy-apps"], id="lazy-apps"), pytest.param(["--cowguard-freeze", "false"], id="no-freeze")]
 
 
-@pytest.mark.xfail(strict=True, reason=NO_SETUP)
 @pytest.mark.parametrize("mode", MODES)
 def test_report_dir_is_checked_in_every_mode(uwsgi, tmp_path, mode):
     target = tmp_path / "not-a-dir"
@@ -323,7 +319,6 @@ def test_report_dir_is_checked_in_every_mode(uwsgi, tmp_path, mode):
     assert "[cowguard] cowguard-cow-report: '%s' is not a directory" % target in u.log()
 
 
-@pytest.mark.xfail(strict=True, reason=NO_SETUP)
 @pytest.mark.parametrize("mode", MODES)
 def test_trigger_works_in_every_mode(uwsgi, tmp_path, mode):
     d = tmp_path / "reports"

@@ -332,11 +332,8 @@ def test_exit_waits_for_non_daemon_thread(uwsgi, tmp_path, cowguard):
 
 
 @pytest.mark.parametrize("cowguard", [
-    pytest.param(True, id="cowguard", marks=pytest.mark.xfail(strict=True, reason=(
-        "plugin bug: fast_exit::run_python_exit_path waits for non-daemon threads (threading._shutdown) "
-        "before calling uwsgi.atexit; the python plugin calls uwsgi.atexit first and Py_Finalize waits "
-        "for the threads after it. A thread that uwsgi.atexit stops keeps the worker alive until "
-        "worker-reload-mercy (60 s by default) and the master's SIGKILL: no handler runs."))),
+    # uwsgi.atexit runs before the wait for non-daemon threads, as in the python plugin.
+    pytest.param(True, id="cowguard"),
     pytest.param(False, id="stock"),
 ])
 def test_uwsgi_atexit_can_stop_a_non_daemon_thread(uwsgi, tmp_path, cowguard):
