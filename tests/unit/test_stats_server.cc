@@ -1,0 +1,633 @@
+// Unit tests for include/cowguard/stats_server.h: a StatsServer running in a thread on a TCP
+// listener (127.0.0.1, port 0) or a unix socket this test creates, serving a 1 MB document with
+// a counter. Plain and HTTP clients, idle, slow and never-reading clients, deadlines, stop().
+//
+// Tests named known_bug_* pin a present defect of stats_server.cc the way a strict xfail does:
+// they pass while the defect is there and fail, saying so, once it is fixed (then turn them into
+// ordinary tests of the fixed behavior).
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cowguard/stats_server.h"
+
+// Last: check.h defines a fail() macro that breaks <ios> and friends.
+#include <check.h>
+
+using cowguard::StatsServer;
+using cowguard::StatsServerConfig;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t kPad = 1 << 20;  // 1 MB: more than a unix socket buffer holds
+constexpr const char kHeaders[] =
+    "HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n"
+    "Content-Type: application/json\r\n\r\n";
+constexpr const char kRequest[] = "GET / HTTP/1.0\r\n\r\n";
+
+std::atomic<int> g_calls{0};
+
+// The n-th document: its number first, then 1 MB of a pattern that shows misplaced bytes.
+std::string document(int n) {
+    std::string s = "{\"n\":" + std::to_string(n) + ",\"pad\":\"";
+    s.reserve(s.size() + kPad + 2);
+    for (size_t i = 0; i < kPad; i++) s.push_back(static_cast<char>('a' + i % 26));
+    s += "\"}";
+    return s;
+}
+
+int doc_number(const std::string& doc) {
+    if (doc.rfind("{\"n\":", 0) != 0) return -1;
+    return std::atoi(doc.c_str() + 5);
+}
+
+double seconds_since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---- sockets ---------------------------------------------------------------------------------
+
+int tcp_listener(int& port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    ck_assert_int_eq(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    ck_assert_int_eq(listen(fd, 1024), 0);
+    socklen_t len = sizeof(a);
+    ck_assert_int_eq(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    port = ntohs(a.sin_port);
+    return fd;
+}
+
+std::string unix_path() {
+    return "/tmp/cowguard-test-stats-" + std::to_string(getpid()) + ".sock";
+}
+
+int unix_listener(const std::string& path) {
+    unlink(path.c_str());
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+    ck_assert_int_eq(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    ck_assert_int_eq(listen(fd, 1024), 0);
+    return fd;
+}
+
+// rcvbuf > 0: set SO_RCVBUF before connecting (a small TCP window, a small unix buffer).
+int connect_tcp(int port, int rcvbuf = 0) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    ck_assert_int_eq(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    return fd;
+}
+
+int connect_unix(const std::string& path, int rcvbuf = 0) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+    ck_assert_int_eq(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    return fd;
+}
+
+void send_all(int fd, const char* s) {
+    size_t n = strlen(s);
+    ck_assert_int_eq(send(fd, s, n, MSG_NOSIGNAL), static_cast<ssize_t>(n));
+}
+
+struct ReadResult {
+    std::string data;
+    bool eof = false;    // orderly close seen
+    bool reset = false;  // ECONNRESET
+};
+
+// Reads until EOF, an error, or `timeout_s` without EOF. chunk/pause make a slow reader.
+ReadResult read_all(int fd, double timeout_s, size_t chunk = 65536, int pause_ms = 0) {
+    ReadResult r;
+    std::vector<char> buf(chunk);
+    auto t0 = Clock::now();
+    while (seconds_since(t0) < timeout_s) {
+        pollfd p{fd, POLLIN, 0};
+        int left_ms = static_cast<int>((timeout_s - seconds_since(t0)) * 1000) + 1;
+        if (poll(&p, 1, left_ms) <= 0) continue;
+        ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+        if (n > 0) {
+            r.data.append(buf.data(), static_cast<size_t>(n));
+            if (pause_ms) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+            continue;
+        }
+        if (n == 0) r.eof = true;
+        else if (errno == ECONNRESET) r.reset = true;
+        else if (errno == EINTR || errno == EAGAIN) continue;
+        break;
+    }
+    return r;
+}
+
+// ---- the server in a thread ------------------------------------------------------------------
+
+struct Running {
+    std::unique_ptr<StatsServer> server;
+    std::thread thread;
+    std::atomic<bool> returned{false};
+    int listen_fd = -1;
+
+    Running(int fd, bool http, int timeout_s = 4, int max_clients = 1024) : listen_fd(fd) {
+        g_calls = 0;
+        StatsServerConfig cfg;
+        cfg.listen_fd = fd;
+        cfg.http = http;
+        cfg.timeout_s = timeout_s;
+        cfg.max_clients = max_clients;
+        server = std::make_unique<StatsServer>(cfg, [] { return document(++g_calls); });
+        thread = std::thread([this] {
+            server->run();
+            returned = true;
+        });
+    }
+    // Stops the loop and waits for run() to return (bounded: the test fails after 3 s).
+    void stop() {
+        if (!thread.joinable()) return;
+        server->stop();
+        auto t0 = Clock::now();
+        while (!returned && seconds_since(t0) < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        ck_assert_msg(returned, "run() did not return within 3 s of stop()");
+        thread.join();
+    }
+    ~Running() {
+        if (thread.joinable()) {
+            server->stop();
+            thread.join();
+        }
+        close(listen_fd);
+    }
+};
+
+void expect_document(const ReadResult& r, int n, bool http) {
+    std::string want = (http ? std::string(kHeaders) : std::string()) + document(n);
+    ck_assert_msg(r.eof, "no EOF after %zu bytes (reset=%d)", r.data.size(), r.reset);
+    ck_assert_uint_eq(r.data.size(), want.size());
+    ck_assert_msg(r.data == want, "document %d differs", n);
+}
+
+}  // namespace
+
+// ---- plain clients ---------------------------------------------------------------------------
+
+START_TEST(tcp_client_gets_the_document) {
+    int port;
+    Running srv(tcp_listener(port), false);
+    for (int n = 1; n <= 3; n++) {  // each client gets a fresh document: the function runs per client
+        int c = connect_tcp(port);
+        expect_document(read_all(c, 5), n, false);
+        close(c);
+    }
+    srv.stop();
+    ck_assert_uint_eq(srv.server->served(), 3);
+    ck_assert_uint_eq(srv.server->timed_out(), 0);
+}
+END_TEST
+
+START_TEST(unix_client_gets_the_document) {
+    std::string path = unix_path();
+    Running srv(unix_listener(path), false);
+    int c = connect_unix(path);
+    expect_document(read_all(c, 5), 1, false);
+    close(c);
+    srv.stop();
+    ck_assert_uint_eq(srv.server->served(), 1);
+    unlink(path.c_str());
+}
+END_TEST
+
+START_TEST(many_clients_at_once) {
+    int port;
+    Running srv(tcp_listener(port), false);
+    constexpr int kClients = 40;
+    std::vector<int> fds;
+    for (int i = 0; i < kClients; i++) fds.push_back(connect_tcp(port));
+    std::vector<int> seen;
+    for (int fd : fds) {
+        ReadResult r = read_all(fd, 10);
+        ck_assert(r.eof);
+        int n = doc_number(r.data);
+        ck_assert_int_ge(n, 1);
+        ck_assert_msg(r.data == document(n), "client got a damaged document %d", n);
+        seen.push_back(n);
+        close(fd);
+    }
+    srv.stop();
+    ck_assert_uint_eq(srv.server->served(), kClients);
+    ck_assert_int_eq(g_calls.load(), kClients);
+}
+END_TEST
+
+START_TEST(client_that_leaves_early_is_harmless) {
+    // Connects and closes at once, several times, over unix (the 1 MB cannot be buffered, so the
+    // server is mid-write when the peer goes away: EPIPE, not SIGPIPE).
+    std::string path = unix_path();
+    Running srv(unix_listener(path), false);
+    for (int i = 0; i < 5; i++) {
+        int c = connect_unix(path);
+        char buf[100];
+        ck_assert_int_gt(recv(c, buf, sizeof(buf), 0), 0);  // the server started writing
+        close(c);
+    }
+    int c = connect_unix(path);
+    ReadResult r = read_all(c, 5);
+    close(c);
+    ck_assert_int_ge(doc_number(r.data), 6);
+    ck_assert(r.data == document(doc_number(r.data)));
+    srv.stop();
+    unlink(path.c_str());
+}
+END_TEST
+
+// ---- http ------------------------------------------------------------------------------------
+
+START_TEST(http_client_gets_headers_then_the_document) {
+    int port;
+    Running srv(tcp_listener(port), true);
+    int c = connect_tcp(port);
+    send_all(c, kRequest);
+    expect_document(read_all(c, 5), 1, true);
+    close(c);
+    std::string path = unix_path();
+    srv.stop();
+    ck_assert_uint_eq(srv.server->served(), 1);
+
+    Running usrv(unix_listener(path), true);
+    c = connect_unix(path);
+    send_all(c, kRequest);
+    expect_document(read_all(c, 5), 1, true);
+    close(c);
+    usrv.stop();
+    unlink(path.c_str());
+}
+END_TEST
+
+START_TEST(http_waits_for_the_request) {
+    int port;
+    Running srv(tcp_listener(port), true);
+    int c = connect_tcp(port);
+    ReadResult r = read_all(c, 0.3);
+    ck_assert(!r.eof && r.data.empty());  // nothing before the request
+    ck_assert_int_eq(g_calls.load(), 0);  // and no document built for it
+    send_all(c, kRequest);
+    expect_document(read_all(c, 5), 1, true);
+    close(c);
+}
+END_TEST
+
+START_TEST(http_idle_client_does_not_delay_others) {
+    int port;
+    Running srv(tcp_listener(port), true);
+    int idle = connect_tcp(port);  // connects, sends nothing
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int n = 1; n <= 3; n++) {
+        auto t0 = Clock::now();
+        int c = connect_tcp(port);
+        send_all(c, kRequest);
+        ReadResult r = read_all(c, 5);
+        double took = seconds_since(t0);
+        expect_document(r, n, true);
+        ck_assert_msg(took < 1.0, "served in %.3f s with an idle client connected", took);
+        close(c);
+    }
+    close(idle);
+}
+END_TEST
+
+// ---- slow and idle clients, deadlines ---------------------------------------------------------
+
+START_TEST(slow_reader_gets_everything_and_others_are_served) {
+    // Unix socket with a small receive buffer: the server holds most of the 1 MB and writes it
+    // as the reader drains 8 KB every 10 ms (about 1.3 s in all); a second client meanwhile is
+    // served at once.
+    std::string path = unix_path();
+    Running srv(unix_listener(path), false, /*timeout_s=*/10);
+    int slow = connect_unix(path, 16384);
+    ReadResult slow_result;
+    std::thread reader([&] { slow_result = read_all(slow, 8, 8192, 10); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto t0 = Clock::now();
+    int fast = connect_unix(path);
+    ReadResult r = read_all(fast, 5);
+    double took = seconds_since(t0);
+    ck_assert_msg(took < 1.0, "fast client waited %.3f s behind a slow reader", took);
+    expect_document(r, 2, false);
+    close(fast);
+    reader.join();
+    expect_document(slow_result, 1, false);
+    close(slow);
+    srv.stop();
+    ck_assert_uint_eq(srv.server->served(), 2);
+    ck_assert_uint_eq(srv.server->timed_out(), 0);
+    unlink(path.c_str());
+}
+END_TEST
+
+START_TEST(slow_reader_over_tcp) {
+    int port;
+    Running srv(tcp_listener(port), true, /*timeout_s=*/10);
+    int slow = connect_tcp(port, 4096);
+    send_all(slow, kRequest);
+    ReadResult r = read_all(slow, 8, 4096, 2);
+    expect_document(r, 1, true);
+    close(slow);
+}
+END_TEST
+
+START_TEST(deadline_drops_an_idle_http_client) {
+    int port;
+    Running srv(tcp_listener(port), true, /*timeout_s=*/1);
+    int idle = connect_tcp(port);
+    auto t0 = Clock::now();
+    ReadResult r = read_all(idle, 5);
+    double took = seconds_since(t0);
+    ck_assert_msg(r.eof || r.reset, "not dropped after %.2f s", took);
+    ck_assert(r.data.empty());
+    ck_assert_msg(took <= 2.5, "dropped after %.2f s with timeout_s = 1", took);
+    close(idle);
+    // Other clients are still served afterwards.
+    int c = connect_tcp(port);
+    send_all(c, kRequest);
+    expect_document(read_all(c, 5), 1, true);
+    close(c);
+    srv.stop();
+    ck_assert_uint_eq(srv.server->timed_out(), 1);
+    ck_assert_uint_eq(srv.server->served(), 1);
+}
+END_TEST
+
+START_TEST(deadline_drops_a_reader_that_never_reads) {
+    // Plain mode over unix: the 1 MB does not fit the socket buffers; the client reads nothing,
+    // so the server gives up at the deadline and the client finds a truncated document.
+    std::string path = unix_path();
+    Running srv(unix_listener(path), false, /*timeout_s=*/1);
+    int stuck = connect_unix(path, 16384);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    ReadResult r = read_all(stuck, 3);
+    ck_assert_msg(r.eof || r.reset, "not dropped");
+    ck_assert_uint_lt(r.data.size(), document(1).size());
+    close(stuck);
+    srv.stop();
+    ck_assert_uint_eq(srv.server->timed_out(), 1);
+    ck_assert_uint_eq(srv.server->served(), 0);
+    unlink(path.c_str());
+}
+END_TEST
+
+// The deadline is computed in whole seconds of CLOCK_MONOTONIC (now_s() + timeout_s, with now_s()
+// truncating to tv_sec) and checked after every epoll_wait that returns: a client accepted at
+// x.95 s has deadline x+1 with timeout_s = 1, and is dropped as soon as any other event wakes the
+// loop after x+1.0, i.e. 0.05 s after it connected. The header promises a per-client timeout of
+// timeout_s seconds (uWSGI's socket-timeout). This test pins the current behavior in the manner
+// of a strict xfail: it fails once the deadline keeps at least timeout_s seconds; then assert
+// that the late request is served instead.
+START_TEST(known_bug_deadline_can_fire_early) {
+    auto frac = [] {
+        timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return static_cast<double>(ts.tv_nsec) / 1e9;
+    };
+    // The timing needs the test to run within a few hundred ms of plan: up to 3 attempts on a
+    // loaded machine.
+    for (int attempt = 1;; attempt++) {
+        int port;
+        Running srv(tcp_listener(port), true, /*timeout_s=*/1);
+        while (!(frac() >= 0.85 && frac() < 0.90)) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        auto t0 = Clock::now();
+        int a = connect_tcp(port);  // accepted at x.85-x.90: deadline x+1
+        while (frac() >= 0.5 || frac() < 0.05) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        int b = connect_tcp(port);  // at x+1.05: its events wake the loop, which then checks deadlines
+        send_all(b, kRequest);
+        expect_document(read_all(b, 5), 1, true);
+        close(b);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        double age = seconds_since(t0);
+        if (age >= 0.5) {
+            close(a);
+            ck_assert_msg(attempt < 3, "timing setup failed 3 times (last: %.2f s)", age);
+            continue;
+        }
+        // `a` is about 0.25 s old: well within its 1 s timeout, it now sends its request.
+        int rc = static_cast<int>(send(a, kRequest, strlen(kRequest), MSG_NOSIGNAL));
+        ReadResult r = read_all(a, 3);
+        close(a);
+        bool served = rc > 0 && r.eof && r.data.size() > strlen(kHeaders);
+        ck_assert_msg(!served,
+                      "FIXED? a client %.2f s old was served with timeout_s = 1: make this test assert that "
+                      "(the deadline no longer truncates to whole seconds)",
+                      age);
+        srv.stop();
+        ck_assert_uint_eq(srv.server->timed_out(), 1);  // dropped at its (early) deadline
+        break;
+    }
+}
+END_TEST
+
+START_TEST(max_clients_closes_the_extra_ones) {
+    int port;
+    Running srv(tcp_listener(port), true, /*timeout_s=*/10, /*max_clients=*/2);
+    int a = connect_tcp(port), b = connect_tcp(port);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    int c = connect_tcp(port);
+    ReadResult r = read_all(c, 2);
+    ck_assert(r.eof || r.reset);  // closed on accept
+    ck_assert(r.data.empty());
+    close(c);
+    send_all(a, kRequest);
+    expect_document(read_all(a, 5), 1, true);
+    close(a);
+    // One place is free again.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    int d = connect_tcp(port);
+    send_all(d, kRequest);
+    expect_document(read_all(d, 5), 2, true);
+    close(d);
+    close(b);
+}
+END_TEST
+
+// ---- stop ------------------------------------------------------------------------------------
+
+START_TEST(stop_ends_run) {
+    int port;
+    Running srv(tcp_listener(port), true);
+    int idle = connect_tcp(port);  // a client in flight does not hold run() up
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto t0 = Clock::now();
+    srv.stop();
+    ck_assert_msg(seconds_since(t0) < 0.5, "stop took %.3f s", seconds_since(t0));
+    ReadResult r = read_all(idle, 2);
+    ck_assert(r.eof || r.reset);  // its connection was closed
+    close(idle);
+    // The listening socket is the caller's: still open, still listening.
+    ck_assert_int_ge(fcntl(srv.listen_fd, F_GETFD), 0);
+}
+END_TEST
+
+START_TEST(stop_before_run) {
+    int port;
+    int fd = tcp_listener(port);
+    StatsServerConfig cfg;
+    cfg.listen_fd = fd;
+    StatsServer server(cfg, [] { return std::string("{}"); });
+    server.stop();
+    auto t0 = Clock::now();
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+        server.run();
+        done = true;
+    });
+    while (!done && seconds_since(t0) < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ck_assert_msg(done, "run() after stop() did not return");
+    t.join();
+    close(fd);
+}
+END_TEST
+
+// The header says run() "returns only when stop() is called or the listening socket fails".
+// When it fails (shut down here; accept() failing for good, e.g. EINVAL, or EMFILE with a
+// connection left in the queue, is the same case), epoll keeps reporting the listening socket
+// readable, accept() keeps failing, and the loop spins: run() neither returns nor sleeps, one
+// core at 100%. Pinned in the manner of a strict xfail: this test fails once run() returns.
+START_TEST(known_bug_listen_failure_spins) {
+    int port;
+    int fd = tcp_listener(port);
+    StatsServerConfig cfg;
+    cfg.listen_fd = fd;
+    StatsServer server(cfg, [] { return std::string("{}"); });
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+        server.run();
+        done = true;
+    });
+    auto cpu = [] {
+        timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+    };
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    double idle0 = cpu();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    double idle = cpu() - idle0;  // a waiting server: one epoll_wait a second, next to nothing
+    shutdown(fd, SHUT_RDWR);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    double cpu0 = cpu();
+    auto t0 = Clock::now();
+    while (!done && seconds_since(t0) < 1) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    bool returned = done;
+    double burnt = cpu() - cpu0;
+    server.stop();
+    t.join();
+    close(fd);
+    ck_assert_msg(!returned, "FIXED? run() returned after its listening socket failed: assert that instead");
+    // Spinning: a whole core when the machine is idle; a good share of one under load. The
+    // bounds leave room for a busy test machine, and stay far above the idle server's figure.
+    ck_assert_msg(idle < 0.02, "the idle server used %.3f s of CPU in 1 s", idle);
+    ck_assert_msg(burnt > 0.05 && burnt > 10 * idle, "run() kept going but used only %.3f s of CPU in 1 s (idle: %.4f s)",
+                  burnt, idle);
+}
+END_TEST
+
+// run() closes its eventfd when it returns but leaves wake_fd_ set, so a later stop() (a second
+// call, or one racing with run()'s exit: stop() sets stopping_ before it writes) writes 8 bytes to
+// whatever file now has that number. Pinned in the manner of a strict xfail: this test fails once
+// stop() after run() writes nowhere.
+START_TEST(known_bug_stop_after_run_writes_to_a_reused_fd) {
+    int port;
+    int fd = tcp_listener(port);
+    StatsServerConfig cfg;
+    cfg.listen_fd = fd;
+    StatsServer server(cfg, [] { return std::string("{}"); });
+    std::thread t([&] { server.run(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    server.stop();
+    t.join();  // run() has closed its epoll fd and its eventfd
+    // The lowest free descriptors are the ones just closed: pipes now reuse them.
+    int pipes[8][2];
+    for (auto& p : pipes) ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    server.stop();  // a second stop(), as a caller's cleanup path may do
+    size_t stray = 0;
+    for (auto& p : pipes) {
+        char buf[64];
+        ssize_t n = read(p[0], buf, sizeof(buf));
+        if (n > 0) stray += static_cast<size_t>(n);
+        close(p[0]);
+        close(p[1]);
+    }
+    close(fd);
+    ck_assert_msg(stray == 8, "FIXED? stop() after run() wrote %zu bytes into an unrelated descriptor "
+                  "(expected the 8-byte eventfd write to land in a reused one): assert 0 instead", stray);
+}
+END_TEST
+
+int main() {
+    Suite* suite = suite_create("stats_server");
+    TCase* plain = tcase_create("plain");
+    tcase_set_timeout(plain, 30);
+    tcase_add_test(plain, tcp_client_gets_the_document);
+    tcase_add_test(plain, unix_client_gets_the_document);
+    tcase_add_test(plain, many_clients_at_once);
+    tcase_add_test(plain, client_that_leaves_early_is_harmless);
+    suite_add_tcase(suite, plain);
+    TCase* http = tcase_create("http");
+    tcase_set_timeout(http, 30);
+    tcase_add_test(http, http_client_gets_headers_then_the_document);
+    tcase_add_test(http, http_waits_for_the_request);
+    tcase_add_test(http, http_idle_client_does_not_delay_others);
+    suite_add_tcase(suite, http);
+    TCase* slow = tcase_create("slow");
+    tcase_set_timeout(slow, 30);
+    tcase_add_test(slow, slow_reader_gets_everything_and_others_are_served);
+    tcase_add_test(slow, slow_reader_over_tcp);
+    tcase_add_test(slow, deadline_drops_an_idle_http_client);
+    tcase_add_test(slow, deadline_drops_a_reader_that_never_reads);
+    tcase_add_test(slow, known_bug_deadline_can_fire_early);
+    tcase_add_test(slow, max_clients_closes_the_extra_ones);
+    suite_add_tcase(suite, slow);
+    TCase* stop = tcase_create("stop");
+    tcase_set_timeout(stop, 30);
+    tcase_add_test(stop, stop_ends_run);
+    tcase_add_test(stop, stop_before_run);
+    tcase_add_test(stop, known_bug_listen_failure_spins);
+    tcase_add_test(stop, known_bug_stop_after_run_writes_to_a_reused_fd);
+    suite_add_tcase(suite, stop);
+
+    SRunner* runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
