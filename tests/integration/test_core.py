@@ -148,3 +148,47 @@ def test_refuses_without_python_plugin(tmp_path):
                        capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert r.returncode != 0
     assert "[cowguard] needs uWSGI's python plugin, and none is loaded" in r.stdout + r.stderr
+
+
+def _private_mb_after_load(u, workers, requests):
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda _: u.get("/"), range(requests)))
+    from conftest import private_kb
+    pids = [p for p in u.worker_pids()]
+    assert len(pids) == workers
+    return sum(private_kb(p) for p in pids) / len(pids) / 1024
+
+
+def test_private_memory_side_by_side_with_stock(uwsgi):
+    """The same GC-heavy app (bench/apps/gcheavy.py), workers and fixed load, with and without
+    cowguard, in one test: average private memory per worker with cowguard <= 1/3 of stock's."""
+    from conftest import ROOT
+    args = ["--workers", 2, "--wsgi-file", ROOT / "bench" / "apps" / "gcheavy.py", "--disable-logging"]
+    env = {"GCHEAVY_ROWS": "150000"}
+    stock = uwsgi(args, cowguard=False, env=env).wait_ready(60)
+    stock_mb = _private_mb_after_load(stock, 2, 300)
+    stock.stop()
+    cow = uwsgi(args, env=env).wait_ready(60)
+    cow_mb = _private_mb_after_load(cow, 2, 300)
+    print(f"\nprivate MB per worker after 300 requests: stock {stock_mb:.1f}, cowguard {cow_mb:.1f}, "
+          f"ratio {cow_mb / stock_mb:.3f}")
+    assert stock_mb > 20, "the load must make stock workers copy their heap"
+    assert cow_mb <= stock_mb / 3
+
+
+def test_uwsgi_build_plugin_builds_the_same_plugin(uwsgi, tmp_path):
+    """`uwsgi --build-plugin .` (uWSGI's own builder) makes a cowguard_plugin.so that works."""
+    import shutil
+    from conftest import ROOT
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ROOT / "uwsgiplugin.py", src)
+    shutil.copytree(ROOT / "plugin", src / "plugin")
+    shutil.copytree(ROOT / "include", src / "include")
+    r = subprocess.run(["uwsgi", "--build-plugin", "."], cwd=src, capture_output=True, text=True, timeout=600)
+    built = src / "cowguard_plugin.so"
+    assert r.returncode == 0 and built.exists(), r.stdout + r.stderr
+    v = uwsgi(["--plugin", built, "--workers", 1, "--wsgi-file", APPS / "gcstate.py"], cowguard=False).wait_ready()
+    s = v.get_json("/")
+    assert s["frozen"] > 20000 and s["threshold"] == YOUNG and s["enabled_at_import"] is False
