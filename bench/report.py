@@ -26,6 +26,7 @@ COLUMNS = [
     ("rps", "req/s", "{:.0f}"),
     ("p50_ms", "p50 ms", "{:.1f}"),
     ("p99_ms", "p99 ms", "{:.1f}"),
+    ("cpu_ms_per_request", "uWSGI CPU ms/req", "{:.2f}"),
     ("private_mb_per_worker", "private MB/worker", "{:.1f}"),
     ("shared_mb_per_worker", "shared MB/worker", "{:.1f}"),
     ("rss_mb_per_worker", "RSS MB/worker", "{:.1f}"),
@@ -45,6 +46,7 @@ COLD_COLUMNS = [
 
 RATIO_KEYS = [
     ("rps", "req/s"),
+    ("cpu_ms_per_request", "CPU/req"),
     ("p99_ms", "p99"),
     ("private_mb_per_worker", "private/worker"),
     ("pss_total_mb", "total PSS"),

@@ -77,7 +77,7 @@ DURATIONS = {
              "django": {"load_s": 15, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True}},
 }
 COLD_REQUESTS_PER_WORKER = 2
-BUDGET_S = {"quick": 110, "full": 570}  # retries of noisy loads only happen within these
+BUDGET_S = {"quick": 105, "full": 500}  # retries of noisy loads only happen within these
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 8
@@ -246,12 +246,14 @@ class CpuAccount:
         host, irq = host_busy_jiffies()
         host -= self.host0
         irq -= self.irq0
-        ours = (self._ours() - self.ours0) + (self._self() - self.self0)
+        group = self._ours() - self.ours0
+        ours = group + (self._self() - self.self0)
         cap = wall * CLK_TCK * (os.cpu_count() or 1)
         return {
             "host_busy_pct": round(100.0 * (host + irq) / cap, 1) if cap else None,
             "irq_pct": round(100.0 * irq / cap, 1) if cap else None,
             "foreign_cpu_pct": round(max(0.0, 100.0 * (host - ours) / cap), 1) if cap else None,
+            "group_cpu_s": group / CLK_TCK,
         }
 
 
@@ -445,6 +447,8 @@ def main_phase(app, config, args, durations, plugin, logdir):
         acct = CpuAccount([u.pid] + pids)
         w = run_wrk(u.url(APPS[app]["path"]), durations["load_s"], APPS[app]["wrk_script"], on_tick=tick)
         res.update(acct.finish())
+        # uWSGI's own CPU per request: unlike req/s, barely moved by other processes on the host
+        res["cpu_ms_per_request"] = 1000.0 * res["group_cpu_s"] / w["requests"] if w["requests"] else None
         if res["foreign_cpu_pct"] is not None and res["foreign_cpu_pct"] > FOREIGN_CPU_WARN_PCT:
             res.setdefault("notes", []).append(
                 "%.0f%% of the host's CPU went to other processes during the load: req/s is unreliable"
@@ -629,6 +633,38 @@ def plugin_status():
     return p, None
 
 
+def snapshot_plugin(path):
+    """Copy the plugin to a private temp dir and return (copy, info): other builds may rewrite
+    build/cowguard_plugin.so while the benchmark runs, and every configuration must load the same
+    binary. Waits (up to 60 s) for a complete ELF file whose size and mtime are stable for 1 s."""
+    import hashlib
+    import tempfile
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            st1 = os.stat(path)
+            with open(path, "rb") as f:
+                magic = f.read(4)
+            time.sleep(1.0)
+            st2 = os.stat(path)
+            if magic == b"\x7fELF" and (st1.st_size, st1.st_mtime_ns) == (st2.st_size, st2.st_mtime_ns) \
+                    and st1.st_size > 0:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s is not a complete, stable ELF file" % path)
+    tmpdir = tempfile.mkdtemp(prefix="cowguard-bench-plugin-")
+    atexit.register(shutil.rmtree, tmpdir, True)
+    copy = os.path.join(tmpdir, "cowguard_plugin.so")
+    shutil.copy2(path, copy)
+    with open(copy, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return copy, {"path": path, "sha256": digest, "size": st2.st_size,
+                  "mtime": datetime.fromtimestamp(st2.st_mtime).astimezone().isoformat(timespec="seconds")}
+
+
 def ensure_django_db():
     r = subprocess.run(["/usr/bin/python3", str(BENCH / "apps" / "djangoproj" / "make_db.py")],
                        capture_output=True, text=True, timeout=300)
@@ -712,7 +748,7 @@ def main(argv=None):
                     help="re-run a main phase up to this many times when other processes took more than "
                          "%d%% of the CPU during its load, while the run stays within its time budget "
                          "(default 2)" % FOREIGN_CPU_WARN_PCT)
-    ap.add_argument("--budget-s", type=float, help="time budget for retries (default: 110 quick, 570 full)")
+    ap.add_argument("--budget-s", type=float, help="time budget for retries (default: 105 quick, 500 full)")
     args = ap.parse_args(argv)
     mode_name = "full" if args.full else "quick"
 
@@ -730,6 +766,12 @@ def main(argv=None):
             sys.exit("bench: %s not found" % tool)
 
     plugin, plugin_why = plugin_status()
+    plugin_info = None
+    if plugin:
+        try:
+            plugin, plugin_info = snapshot_plugin(plugin)
+        except (RuntimeError, OSError) as e:
+            plugin, plugin_why = None, "cannot use COWGUARD_PLUGIN: %s" % e
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     outdir = Path(args.out) if args.out else BENCH / "results" / stamp
     outdir.mkdir(parents=True, exist_ok=True)
@@ -746,7 +788,7 @@ def main(argv=None):
         "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS,
                 "note": "wrk runs on the same %s cores as uWSGI: req/s compares configurations, it is "
                         "not the machine's capacity" % os.cpu_count()},
-        "cowguard_plugin": plugin,
+        "cowguard_plugin": plugin_info,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "budget_s": args.budget_s or BUDGET_S[mode_name],
         "configuration_descriptions": {c[0]: report.CONFIG_DESCRIPTIONS.get(c[0], "") for c in configs},
