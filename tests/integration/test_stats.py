@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -146,9 +147,12 @@ def option_names():
     return sorted(set(re.findall(r"^\s+--(cowguard[\w-]*)\s", out, re.M)))
 
 
+@pytest.fixture
 def short_tmp():
-    """A directory with a short path (unix socket paths are limited to 107 bytes)."""
-    return Path(tempfile.mkdtemp(prefix="cgst-", dir="/tmp"))
+    """A directory with a short path (unix socket paths are limited to 107 bytes), removed after."""
+    path = Path(tempfile.mkdtemp(prefix="cgst-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class RequestLoop:
@@ -310,8 +314,8 @@ def variant_instances(uwsgi, extra, stats_factory):
     return stock, cg
 
 
-def test_unix_socket_with_chmod(uwsgi):
-    tmp = short_tmp()
+def test_unix_socket_with_chmod(uwsgi, short_tmp):
+    tmp = short_tmp
     paths = iter([tmp / "stock.sock", tmp / "cg.sock"])
     stock, cg = variant_instances(uwsgi, ["--chmod-socket=660"], lambda: next(paths))
     d = wait_doc(cg, sampled(2))
@@ -473,8 +477,8 @@ def test_statsd_push(uwsgi):
         assert seen["cowguard.pss_total"] > 0
 
 
-def test_metrics_dir(uwsgi):
-    mdir = short_tmp()
+def test_metrics_dir(uwsgi, short_tmp):
+    mdir = short_tmp
     u = start(uwsgi, workers=1, extra=["--enable-metrics", "--metrics-dir", mdir])
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
