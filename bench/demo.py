@@ -79,7 +79,7 @@ def ini_command(plugin):
         cmd += ["--die-on-term"]
     if "add-header" not in s:
         cmd += ["--add-header", "Connection: close"]  # uWSGI closes anyway; tells wrk so
-    return cmd, port
+    return cmd, port, int(s.get("workers", s.get("processes", WORKERS)) or WORKERS)
 
 
 def flags_command(plugin):
@@ -87,11 +87,11 @@ def flags_command(plugin):
     cmd = [run.UWSGI, "--master", "--workers", str(WORKERS), "--plugin", "python3", "--plugin", plugin,
            "--http-socket", "127.0.0.1:%d" % port, "--wsgi-file", str(run.APPS["gcheavy"]["wsgi_file"]),
            "--die-on-term", "--disable-logging", "--add-header", "Connection: close"]
-    return cmd, port
+    return cmd, port, WORKERS
 
 
-def measure(label, cmd, port, logdir, expect_frozen):
-    u = run.Uwsgi("gcheavy", (label, "", [], False), 1, None, logdir / ("demo-%s.log" % label),
+def measure(label, cmd, port, workers, logdir, expect_frozen):
+    u = run.Uwsgi("gcheavy", (label, "", [], False), workers, None, logdir / ("demo-%s.log" % label),
                   override_cmd=cmd, port=port)
     try:
         gc_state = json.loads(u.start())
@@ -148,17 +148,18 @@ def main(argv=None):
         if ic is None:
             source = "command-line flags" + (" (%s not found)" % INI if not INI.exists() else "")
             ic = flags_command(plugin)
-        cmd, port = ic
+        cmd, port, workers = ic
         try:
-            results["on"] = measure("cowguard-on", cmd, port, logdir, expect_frozen=True)
+            results["on"] = measure("cowguard-on", cmd, port, workers, logdir, expect_frozen=True)
         except RuntimeError as e:
             if source != str(INI):
                 raise
             print("demo: %s did not work (%s); retrying with command-line flags" % (INI, e))
             source = "command-line flags (%s failed)" % INI
-            cmd, port = flags_command(plugin)
-            results["on"] = measure("cowguard-on", cmd, port, logdir, expect_frozen=True)
-        results["off"] = measure("cowguard-off", cmd + ["--cowguard", "false"], port, logdir, expect_frozen=False)
+            cmd, port, workers = flags_command(plugin)
+            results["on"] = measure("cowguard-on", cmd, port, workers, logdir, expect_frozen=True)
+        results["off"] = measure("cowguard-off", cmd + ["--cowguard", "false"], port, workers, logdir,
+                                 expect_frozen=False)
     except (RuntimeError, OSError) as e:
         print("demo: failed: %s" % e, file=sys.stderr)
         run.kill_all()
