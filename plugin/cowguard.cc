@@ -151,10 +151,18 @@ WorkerSlot* my_slot() {
     return glue::worker_slot(uwsgi.mywid);
 }
 
+// A (re)spawned process starts its slot afresh; only `recycles` is kept across respawns. The pid
+// is published last (publish_slot), once the figures are this process's own.
 void start_slot(WorkerSlot* s) {
     if (!s) return;
-    s->pid.store(getpid(), std::memory_order_relaxed);
+    s->pid.store(0, std::memory_order_release);
     s->generation.fetch_add(1, std::memory_order_relaxed);
+    s->gc_enabled.store(0, std::memory_order_relaxed);
+    for (auto& t : s->threshold) t.store(0, std::memory_order_relaxed);
+    s->frozen.store(0, std::memory_order_relaxed);
+    for (auto* f : {&s->uss, &s->pss, &s->shared, &s->swap, &s->minflt, &s->majflt, &s->peak_private,
+                    &s->gc_collections_total})
+        f->store(0, std::memory_order_relaxed);
     for (auto& c : s->collections) c.store(0, std::memory_order_relaxed);
     s->collected.store(0, std::memory_order_relaxed);
     s->uncollectable.store(0, std::memory_order_relaxed);
@@ -163,6 +171,10 @@ void start_slot(WorkerSlot* s) {
     s->restored.store(0, std::memory_order_relaxed);
     s->requests.store(0, std::memory_order_relaxed);
     s->recycle_requested.store(0, std::memory_order_relaxed);
+}
+
+void publish_slot(WorkerSlot* s) {
+    if (s) s->pid.store(getpid(), std::memory_order_release);
 }
 
 // ---- hooks -----------------------------------------------------------------------------------
@@ -305,8 +317,8 @@ void process_started() {
     collect_interpreters();
     // With lazy-apps the worker's app is not loaded yet: the GC stays off until the freeze.
     bool worker = uwsgi.mywid > 0 && uwsgi.muleid == 0 && !uwsgi.i_am_a_spooler;
-    if (worker && lazy_mode() && g_settings.freeze) return;
-    gc::apply_worker_policy(g_interps);
+    if (!(worker && lazy_mode() && g_settings.freeze)) gc::apply_worker_policy(g_interps);
+    publish_slot(slot);
 }
 
 void wrapped_python_post_fork() {

@@ -20,14 +20,22 @@ struct Client {
     std::string out;
     size_t sent = 0;
     bool reading = false;
-    time_t deadline = 0;
+    int64_t deadline_ms = 0;
 };
 
-time_t now_s() {
+int64_t now_ms() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec;
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
+
+// accept() errors after which the listening socket still works: retry later.
+bool accept_error_is_transient(int err) {
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == ECONNABORTED ||
+           err == EPROTO || err == EPERM || err == EINTR;
+}
+
+constexpr int kAcceptPauseMs = 100;  // after running out of descriptors: let some close first
 
 void set_nonblocking(int fd) {
     int fl = fcntl(fd, F_GETFL, 0);
@@ -42,26 +50,36 @@ constexpr const char kHttpHeaders[] =
 
 void StatsServer::stop() {
     stopping_ = true;
-    if (wake_fd_ >= 0) {
+    int fd = wake_fd_.load();
+    if (fd >= 0) {
         uint64_t one = 1;
-        (void)!write(wake_fd_, &one, sizeof(one));
+        (void)!write(fd, &one, sizeof(one));
     }
 }
 
 void StatsServer::run() {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) return;
-    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    wake_fd_ = wake;
     set_nonblocking(cfg_.listen_fd);
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = cfg_.listen_fd;
     epoll_ctl(ep, EPOLL_CTL_ADD, cfg_.listen_fd, &ev);
-    if (wake_fd_ >= 0) {
-        ev.data.fd = wake_fd_;
-        epoll_ctl(ep, EPOLL_CTL_ADD, wake_fd_, &ev);
+    if (wake >= 0) {
+        ev.data.fd = wake;
+        epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
     }
     std::map<int, Client> clients;
+    int64_t accept_paused_until = 0;  // 0: accepting
+    bool listen_failed = false;
+    auto set_accepting = [&](bool on) {
+        epoll_event l{};
+        l.events = on ? static_cast<uint32_t>(EPOLLIN) : 0u;
+        l.data.fd = cfg_.listen_fd;
+        epoll_ctl(ep, EPOLL_CTL_MOD, cfg_.listen_fd, &l);
+    };
 
     auto drop = [&](int fd) {
         epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
@@ -94,22 +112,40 @@ void StatsServer::run() {
     };
 
     epoll_event events[64];
-    while (!stopping_) {
-        int n = epoll_wait(ep, events, 64, 1000);
+    while (!stopping_ && !listen_failed) {
+        int n = epoll_wait(ep, events, 64, accept_paused_until ? kAcceptPauseMs : 1000);
         if (n < 0 && errno != EINTR) break;
+        if (accept_paused_until && now_ms() >= accept_paused_until) {
+            accept_paused_until = 0;
+            set_accepting(true);
+        }
         for (int i = 0; i < n; i++) {
             int fd = events[i].data.fd;
-            if (fd == wake_fd_) continue;
+            if (fd == wake) continue;
             if (fd == cfg_.listen_fd) {
+                if (events[i].events & (EPOLLERR | EPOLLHUP)) {
+                    listen_failed = true;
+                    break;
+                }
                 for (;;) {
                     int cfd = accept4(cfg_.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                    if (cfd < 0) break;
+                    if (cfd < 0) {
+                        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                        if (accept_error_is_transient(errno)) {
+                            // A queued connection we cannot take yet would wake us at once, forever.
+                            accept_paused_until = now_ms() + kAcceptPauseMs;
+                            set_accepting(false);
+                        } else {
+                            listen_failed = true;  // not a listening socket any more
+                        }
+                        break;
+                    }
                     if (static_cast<int>(clients.size()) >= cfg_.max_clients) {
                         close(cfd);
                         continue;
                     }
                     Client& c = clients[cfd];
-                    c.deadline = now_s() + cfg_.timeout_s;
+                    c.deadline_ms = now_ms() + static_cast<int64_t>(cfg_.timeout_s) * 1000;
                     epoll_event r{};
                     r.events = EPOLLIN;
                     r.data.fd = cfd;
@@ -141,11 +177,11 @@ void StatsServer::run() {
             }
         }
         // Idle or slow clients lose their place at their deadline.
-        time_t now = now_s();
+        int64_t now = now_ms();
         for (auto it = clients.begin(); it != clients.end();) {
             int fd = it->first;
             ++it;
-            if (clients[fd].deadline <= now) {
+            if (clients[fd].deadline_ms <= now) {
                 timed_out_++;
                 drop(fd);
             }
@@ -153,7 +189,8 @@ void StatsServer::run() {
     }
     for (auto& [fd, c] : clients) close(fd);
     close(ep);
-    if (wake_fd_ >= 0) close(wake_fd_);
+    wake_fd_ = -1;  // before closing it: a late stop() must not write into a reused descriptor
+    if (wake >= 0) close(wake);
 }
 
 }  // namespace cowguard

@@ -3,6 +3,7 @@
 // its deadline, never the master or the other clients. Needs neither uWSGI nor CPython.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 
@@ -20,20 +21,22 @@ public:
     using DocumentFn = std::function<std::string()>;
     StatsServer(StatsServerConfig cfg, DocumentFn document) : cfg_(cfg), document_(std::move(document)) {}
 
-    // The event loop; returns only when stop() is called or the listening socket fails.
+    // The event loop; returns when stop() is called or the listening socket fails (an error
+    // other than running out of descriptors or memory, which only pauses accepting).
     void run();
+    // From any thread; safe before, during and after run().
     void stop();
 
     // Figures for tests and the stats: documents served, clients dropped at their deadline.
-    unsigned long served() const { return served_; }
-    unsigned long timed_out() const { return timed_out_; }
+    unsigned long served() const { return served_.load(); }
+    unsigned long timed_out() const { return timed_out_.load(); }
 
 private:
     StatsServerConfig cfg_;
     DocumentFn document_;
-    int wake_fd_ = -1;
-    volatile bool stopping_ = false;
-    unsigned long served_ = 0, timed_out_ = 0;
+    std::atomic<int> wake_fd_{-1};
+    std::atomic<bool> stopping_{false};
+    std::atomic<unsigned long> served_{0}, timed_out_{0};
 };
 
 }  // namespace cowguard

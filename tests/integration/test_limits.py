@@ -110,11 +110,6 @@ def test_leaking_worker_is_recycled(uwsgi, kind, stats):
           f"({kind} {m.group(1)} MB when flagged), {len(answers)} requests, {took:.1f} s")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plugin bug (plugin/cowguard.cc start_slot): a respawned worker's slot keeps the previous "
-    "process's peak_private (start_slot resets requests, GC counters and recycle_requested, not "
-    "peak_private), and the sampler only ever raises it: the new worker's stats peak_private, its "
-    "worker.N.peak_uss_size metric and its exit line report the recycled worker's peak"))
 def test_respawned_worker_starts_a_new_peak(uwsgi):
     u = start(uwsgi, "limits_leak.py", ["--cowguard-reload-on-uss", "60"])
     first = u.get_json("/")["pid"]

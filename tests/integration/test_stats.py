@@ -533,11 +533,6 @@ def test_idle_http_client_is_dropped_at_the_timeout_others_served(uwsgi):
     assert 1.0 <= held <= 3.5, held
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plugin bug (plugin/stats_server.cc): a client's deadline is now_s() + timeout_s with now_s() "
-    "truncated to whole seconds of CLOCK_MONOTONIC, and deadlines are checked whenever any event "
-    "wakes the loop; a client accepted at x.9 s is dropped at x+1.0 s with socket-timeout 1, "
-    "i.e. up to a second before its timeout"))
 def test_http_client_keeps_its_whole_timeout(uwsgi):
     u = start(uwsgi, workers=1, extra=["--stats-http", "--socket-timeout", "1"])
     wait_doc(u, sampled(1), http=True)

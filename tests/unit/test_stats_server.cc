@@ -1,10 +1,6 @@
 // Unit tests for include/cowguard/stats_server.h: a StatsServer running in a thread on a TCP
 // listener (127.0.0.1, port 0) or a unix socket this test creates, serving a 1 MB document with
 // a counter. Plain and HTTP clients, idle, slow and never-reading clients, deadlines, stop().
-//
-// Tests named known_bug_* pin a present defect of stats_server.cc the way a strict xfail does:
-// they pass while the defect is there and fail, saying so, once it is fixed (then turn them into
-// ordinary tests of the fixed behavior).
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -407,14 +403,10 @@ START_TEST(deadline_drops_a_reader_that_never_reads) {
 }
 END_TEST
 
-// The deadline is computed in whole seconds of CLOCK_MONOTONIC (now_s() + timeout_s, with now_s()
-// truncating to tv_sec) and checked after every epoll_wait that returns: a client accepted at
-// x.95 s has deadline x+1 with timeout_s = 1, and is dropped as soon as any other event wakes the
-// loop after x+1.0, i.e. 0.05 s after it connected. The header promises a per-client timeout of
-// timeout_s seconds (uWSGI's socket-timeout). This test pins the current behavior in the manner
-// of a strict xfail: it fails once the deadline keeps at least timeout_s seconds; then assert
-// that the late request is served instead.
-START_TEST(known_bug_deadline_can_fire_early) {
+// Each client keeps its whole timeout: deadlines are in milliseconds, so a client accepted late
+// in a second is not dropped when another client's event wakes the loop just after the second
+// turns (they once truncated to whole seconds of CLOCK_MONOTONIC).
+START_TEST(deadline_keeps_the_whole_timeout) {
     auto frac = [] {
         timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -445,12 +437,9 @@ START_TEST(known_bug_deadline_can_fire_early) {
         ReadResult r = read_all(a, 3);
         close(a);
         bool served = rc > 0 && r.eof && r.data.size() > strlen(kHeaders);
-        ck_assert_msg(!served,
-                      "FIXED? a client %.2f s old was served with timeout_s = 1: make this test assert that "
-                      "(the deadline no longer truncates to whole seconds)",
-                      age);
+        ck_assert_msg(served, "a client %.2f s old was dropped with timeout_s = 1", age);
         srv.stop();
-        ck_assert_uint_eq(srv.server->timed_out(), 1);  // dropped at its (early) deadline
+        ck_assert_uint_eq(srv.server->timed_out(), 0);
         break;
     }
 }
@@ -517,12 +506,9 @@ START_TEST(stop_before_run) {
 }
 END_TEST
 
-// The header says run() "returns only when stop() is called or the listening socket fails".
-// When it fails (shut down here; accept() failing for good, e.g. EINVAL, or EMFILE with a
-// connection left in the queue, is the same case), epoll keeps reporting the listening socket
-// readable, accept() keeps failing, and the loop spins: run() neither returns nor sleeps, one
-// core at 100%. Pinned in the manner of a strict xfail: this test fails once run() returns.
-START_TEST(known_bug_listen_failure_spins) {
+// When the listening socket fails for good (shut down here), run() returns instead of spinning
+// on a socket epoll keeps reporting ready.
+START_TEST(listen_failure_ends_run) {
     int port;
     int fd = tcp_listener(port);
     StatsServerConfig cfg;
@@ -552,20 +538,14 @@ START_TEST(known_bug_listen_failure_spins) {
     server.stop();
     t.join();
     close(fd);
-    ck_assert_msg(!returned, "FIXED? run() returned after its listening socket failed: assert that instead");
-    // Spinning: a whole core when the machine is idle; a good share of one under load. The
-    // bounds leave room for a busy test machine, and stay far above the idle server's figure.
+    ck_assert_msg(returned, "run() kept going after its listening socket failed (%.3f s of CPU in 1 s)", burnt);
     ck_assert_msg(idle < 0.02, "the idle server used %.3f s of CPU in 1 s", idle);
-    ck_assert_msg(burnt > 0.05 && burnt > 10 * idle, "run() kept going but used only %.3f s of CPU in 1 s (idle: %.4f s)",
-                  burnt, idle);
 }
 END_TEST
 
-// run() closes its eventfd when it returns but leaves wake_fd_ set, so a later stop() (a second
-// call, or one racing with run()'s exit: stop() sets stopping_ before it writes) writes 8 bytes to
-// whatever file now has that number. Pinned in the manner of a strict xfail: this test fails once
-// stop() after run() writes nowhere.
-START_TEST(known_bug_stop_after_run_writes_to_a_reused_fd) {
+// A stop() after run() has returned (a second call, or one racing with run()'s exit) writes
+// nowhere: the descriptor run() closed may already belong to someone else.
+START_TEST(stop_after_run_writes_nowhere) {
     int port;
     int fd = tcp_listener(port);
     StatsServerConfig cfg;
@@ -588,8 +568,7 @@ START_TEST(known_bug_stop_after_run_writes_to_a_reused_fd) {
         close(p[1]);
     }
     close(fd);
-    ck_assert_msg(stray == 8, "FIXED? stop() after run() wrote %zu bytes into an unrelated descriptor "
-                  "(expected the 8-byte eventfd write to land in a reused one): assert 0 instead", stray);
+    ck_assert_msg(stray == 0, "stop() after run() wrote %zu bytes into an unrelated descriptor", stray);
 }
 END_TEST
 
@@ -614,15 +593,15 @@ int main() {
     tcase_add_test(slow, slow_reader_over_tcp);
     tcase_add_test(slow, deadline_drops_an_idle_http_client);
     tcase_add_test(slow, deadline_drops_a_reader_that_never_reads);
-    tcase_add_test(slow, known_bug_deadline_can_fire_early);
+    tcase_add_test(slow, deadline_keeps_the_whole_timeout);
     tcase_add_test(slow, max_clients_closes_the_extra_ones);
     suite_add_tcase(suite, slow);
     TCase* stop = tcase_create("stop");
     tcase_set_timeout(stop, 30);
     tcase_add_test(stop, stop_ends_run);
     tcase_add_test(stop, stop_before_run);
-    tcase_add_test(stop, known_bug_listen_failure_spins);
-    tcase_add_test(stop, known_bug_stop_after_run_writes_to_a_reused_fd);
+    tcase_add_test(stop, listen_failure_ends_run);
+    tcase_add_test(stop, stop_after_run_writes_nowhere);
     suite_add_tcase(suite, stop);
 
     SRunner* runner = srunner_create(suite);
