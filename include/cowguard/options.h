@@ -24,7 +24,7 @@ struct GcThresholds {
 // before the fork sits in the permanent generation, so any collection scans only objects
 // created in this worker; a large gen-0 threshold makes collections rare enough to cost about
 // what `off` costs while reference cycles are still freed (measured by bench/, see README).
-constexpr GcThresholds kYoungThresholds{50000, 20, 100};
+constexpr GcThresholds kYoungThresholds{10000, 20, 100};
 
 struct Settings {
     bool enabled = true;

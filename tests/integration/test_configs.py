@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, PLUGIN
 
 CONFIGS = ROOT / "configs"
-YOUNG = [50000, 20, 100]
+YOUNG = [10000, 20, 100]
 
 
 def read_stats(addr, timeout=10):

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import APPS, PLUGIN
 
-YOUNG = [50000, 20, 100]
+YOUNG = [10000, 20, 100]
 
 
 def test_defaults_freeze_and_young_policy_in_every_worker(uwsgi):
@@ -19,7 +19,7 @@ def test_defaults_freeze_and_young_policy_in_every_worker(uwsgi):
         assert s["threshold"] == YOUNG
     m = re.search(r"\[cowguard\] master: froze (\d+) objects in ([\d.]+) ms", u.log())
     assert m and int(m.group(1)) > 20000, u.log()
-    assert "workers: gc young (thresholds 50000,20,100), guard block, fast exit on" in u.log()
+    assert "workers: gc young (thresholds 10000,20,100), guard block, fast exit on" in u.log()
 
 
 @pytest.mark.parametrize("value,enabled,threshold", [

@@ -214,7 +214,7 @@ def test_fields_exist_with_sane_values(uwsgi):
         assert abs(private_kb(w["pid"]) * KB - w["uss"]) <= 2 * MB
         assert abs(smaps_rollup(w["pid"])["Rss"] * KB - w["rss"]) <= 2 * MB
         g = cg["gc"]
-        assert g["enabled"] is True and g["thresholds"] == [50000, 20, 100]
+        assert g["enabled"] is True and g["thresholds"] == [10000, 20, 100]
         assert is_int(g["frozen"]) and g["frozen"] > 20000
         assert len(g["collections"]) == 3 and all(is_int(c) for c in g["collections"])
         for k in ("collected", "uncollectable", "blocked_calls", "restored"):

@@ -93,7 +93,7 @@ START_TEST(gc_policy_forms) {
     GcThresholds t;
     ck_assert(parse_gc_policy(" Young ", p, t));
     ck_assert(p == GcPolicy::Young);
-    ck_assert_int_eq(t.t0, 50000);
+    ck_assert_int_eq(t.t0, 10000);
     ck_assert(parse_gc_policy("off", p, t));
     ck_assert(p == GcPolicy::Off);
     ck_assert_int_eq(t.t0, 0);
@@ -111,7 +111,7 @@ START_TEST(gc_policy_forms) {
     std::string young = describe_policy(GcPolicy::Young, kYoungThresholds);
     std::string off = describe_policy(GcPolicy::Off, GcThresholds{0, -1, -1});
     std::string two = describe_policy(GcPolicy::Thresholds, GcThresholds{700, 10, -1});
-    ck_assert_str_eq(young.c_str(), "young (thresholds 50000,20,100)");
+    ck_assert_str_eq(young.c_str(), "young (thresholds 10000,20,100)");
     ck_assert_str_eq(off.c_str(), "off");
     ck_assert_str_eq(two.c_str(), "thresholds 700,10");
     ck_assert_str_eq(guard_name(GuardMode::Allow), "allow");
