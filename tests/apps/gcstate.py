@@ -7,6 +7,7 @@ import ctypes
 import gc
 import json
 import os
+import sys
 
 import gclib  # a third-party-style module that calls gc.enable()/gc.unfreeze() at import
 
@@ -21,6 +22,7 @@ def state():
         "enabled": gc.isenabled(),
         "threshold": list(gc.get_threshold()),
         "frozen": gc.get_freeze_count(),
+        "sys_id": id(sys),  # one sys module per interpreter
         **IMPORT_STATE,
     }
 

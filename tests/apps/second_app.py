@@ -11,7 +11,7 @@ ENABLED_AT_IMPORT = gc.isenabled()
 def application(env, start_response):
     body = json.dumps({
         "pid": os.getpid(),
-        "interpreter": "sub" if "uwsgi_second_marker" not in sys.modules else "?",
+        "sys_id": id(sys),  # one sys module per interpreter
         "enabled": gc.isenabled(),
         "enabled_at_import": ENABLED_AT_IMPORT,
         "threshold": list(gc.get_threshold()),

@@ -137,6 +137,17 @@ def uwsgi(tmp_path):
         inst.kill()
 
 
+def read_stats(where, timeout=10):
+    """The JSON document of a stats server (a port on 127.0.0.1, or "host:port"), read to EOF:
+    the server writes the whole document and closes the connection."""
+    host, port = ("127.0.0.1", where) if isinstance(where, int) else where.rsplit(":", 1)
+    chunks = []
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
 def smaps_rollup(pid):
     """Figures in kB from /proc/PID/smaps_rollup."""
     out = {}

@@ -10,19 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, PLUGIN
+from conftest import ROOT, PLUGIN, read_stats
 
 CONFIGS = ROOT / "configs"
 YOUNG = [10000, 20, 100]
 
-
-def read_stats(addr, timeout=10):
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data)
 
 
 def wait_http(port, path="/", timeout=60, proc=None, log=None):

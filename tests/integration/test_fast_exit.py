@@ -5,16 +5,14 @@ Real uWSGI masters and real apps (tests/apps/exit_*.py); every handler appends a
 EXIT_OUT/<pid>.log, so each test reads, per process, what ran and in which order. Signals go to
 the master only (--die-on-term: SIGTERM/SIGINT stop, SIGHUP reloads); the master passes them on.
 """
-import json
 import re
 import signal
-import socket
 import threading
 import time
 
 import pytest
 
-from conftest import APPS, free_port, private_kb
+from conftest import APPS, free_port, private_kb, read_stats
 
 # uwsgi.atexit first, then the atexit handlers last-registered-first (exit_handlers.py).
 HANDLERS = ["uwsgi.atexit", "atexit-last", "atexit-broken", "atexit-first"]
@@ -43,17 +41,6 @@ def trace(out, pid, suffix="log"):
 def traced_pids(out, suffix="log"):
     return sorted(int(p.name.split(".")[0]) for p in out.glob(f"[0-9]*.{suffix}"))
 
-
-def read_stats(port, timeout=10):
-    """uWSGI's stats server writes the JSON document and closes the connection."""
-    chunks = []
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
 
 
 def wait_for(predicate, timeout, what, log=lambda: ""):

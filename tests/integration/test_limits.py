@@ -6,32 +6,20 @@ preloaded, frozen app) does not count against the uss limit.
 
 Real uWSGI masters (conftest.py) running tests/apps/limits_*.py.
 """
-import json
 import re
-import socket
 import threading
 import time
 import urllib.error
 
 import pytest
 
-from conftest import APPS, free_port, private_kb, smaps_rollup
+from conftest import APPS, free_port, private_kb, smaps_rollup, read_stats
 
 MB = 1024 * 1024
 INTERVAL = "0.2"
 # What the master says when a worker's exit surprised it.
 BAD_EXIT = ["DAMN", "MISTERIOUSLY", "inconsistent state", "NO MERCY"]
 
-
-def read_stats(port, timeout=10):
-    chunks = []
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
 
 
 def start(uwsgi, app, extra=(), workers=1, cowguard=True):
