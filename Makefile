@@ -40,6 +40,7 @@ demo: build
 
 bench: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --full
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/stats_cost.py --workers 64 --seconds 30
 
 bench-quick: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --quick

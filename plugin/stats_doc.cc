@@ -146,6 +146,12 @@ json_t* top_object(const TopFigures& top) {
     ok = ok && put(totals.get(), "pss", json_u64(top.pss_total)) &&
          put(totals.get(), "shared_fraction_avg", json_double(top.shared_fraction_avg)) &&
          put(o.get(), "totals", totals.release());
+    if (ok) {
+        JsonPtr sampler(json_object());
+        ok = sampler && put(sampler.get(), "interval_s", json_double(top.sampler_interval_s)) &&
+             put(sampler.get(), "round_ms", json_double(top.sampler_round_ms)) &&
+             put(sampler.get(), "rounds", json_u64(top.sampler_rounds)) && put(o.get(), "sampler", sampler.release());
+    }
     return ok ? o.release() : nullptr;
 }
 

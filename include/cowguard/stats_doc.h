@@ -38,6 +38,9 @@ struct TopFigures {
     uint64_t frozen_objects = 0;
     double freeze_ms = 0;
     double warmup_ms = 0;
+    double sampler_interval_s = 0;  // the sampler's effective interval (stretched to stay under 1% of a core)
+    double sampler_round_ms = 0;    // how long its last round took
+    uint64_t sampler_rounds = 0;
     bool master_ok = false;
     uint64_t master_rss = 0, master_uss = 0, master_pss = 0, master_shared = 0;
     uint64_t pss_total = 0;           // master + workers
@@ -57,7 +60,8 @@ struct TopFigures {
 //              "collected","uncollectable","time_ms","blocked_calls","restored"}}  <- only when gc_ok
 // A top-level "cowguard" object is appended:
 //   {"version","options":{name:value,...},"frozen_objects","freeze_ms","warmup_ms",
-//    "master":{"rss","uss","pss","shared"} (only when master_ok),"totals":{"pss","shared_fraction_avg"}}
+//    "master":{"rss","uss","pss","shared"} (only when master_ok),"totals":{"pss","shared_fraction_avg"},
+//    "sampler":{"interval_s","round_ms","rounds"}}
 //
 // Every key uWSGI wrote keeps its name, position and JSON type (uwsgitop depends on them). Unsigned
 // values above LLONG_MAX are clamped to it (JSON integers here are long long); a non-finite double

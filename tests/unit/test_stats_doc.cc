@@ -102,6 +102,9 @@ TopFigures top_figures() {
     t.master_shared = 30000000;
     t.pss_total = 23000000;
     t.shared_fraction_avg = 0.86;
+    t.sampler_interval_s = 3.25;
+    t.sampler_round_ms = 32.5;
+    t.sampler_rounds = 17;
     return t;
 }
 
@@ -228,7 +231,8 @@ START_TEST(top_level_cowguard_object) {
     json_t* cg = json_object_get(doc.get(), "cowguard");
     ck_assert(json_is_object(cg));
     std::vector<std::string> keys = keys_of(cg);
-    std::vector<std::string> expected = {"version", "options", "frozen_objects", "freeze_ms", "warmup_ms", "master", "totals"};
+    std::vector<std::string> expected = {"version", "options", "frozen_objects", "freeze_ms", "warmup_ms", "master", "totals",
+                                         "sampler"};
     ck_assert_uint_eq(keys.size(), expected.size());
     for (size_t i = 0; i < keys.size(); i++) ck_assert_str_eq(keys[i].c_str(), expected[i].c_str());
     ck_assert_str_eq(json_string_value(json_object_get(cg, "version")), "0.1.0");
@@ -246,6 +250,10 @@ START_TEST(top_level_cowguard_object) {
     json_t* totals = json_object_get(cg, "totals");
     ck_assert_int_eq(int_at(totals, "pss"), 23000000);
     ck_assert_double_eq_tol(json_real_value(json_object_get(totals, "shared_fraction_avg")), 0.86, 1e-12);
+    json_t* sampler = json_object_get(cg, "sampler");
+    ck_assert_double_eq_tol(json_number_value(json_object_get(sampler, "interval_s")), 3.25, 1e-12);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(sampler, "round_ms")), 32.5, 1e-12);
+    ck_assert_int_eq(int_at(sampler, "rounds"), 17);
 }
 END_TEST
 
