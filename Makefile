@@ -41,6 +41,7 @@ demo: build
 bench: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --full
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/stats_cost.py --workers 64 --seconds 30
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/warmup_trim.py --rounds 3
 
 bench-quick: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --quick

@@ -6,6 +6,8 @@ one request of each page kind in-process (so translations, per-backend caches an
 loaded once, in the master), then closes the database connection so no SQLite handle crosses the
 fork. Every configuration of the benchmark gets the same warm-up.
 
+DJANGOPROJ_WARM=0 skips that warm-up (a cold project, as most wsgi.py files leave it).
+
 COWGUARD_BENCH_RECIPE (same as bench/apps/gcheavy.py), applied after get_wsgi_application():
   app-freeze      gc.collect(); gc.freeze()
   article-recipe  gc.set_threshold(0); atexit.register(os._exit, 0)
@@ -61,7 +63,10 @@ def _warm():
     connections.close_all()
 
 
-_warm()
+# DJANGOPROJ_WARM=0 leaves Django cold after get_wsgi_application(), as most projects' wsgi.py
+# do (bench/warmup_trim.py measures what cowguard's Django warmup adds to such a project).
+if os.environ.get("DJANGOPROJ_WARM", "1") != "0":
+    _warm()
 
 RECIPE = os.environ.get("COWGUARD_BENCH_RECIPE", "").strip()
 if RECIPE == "app-freeze":
