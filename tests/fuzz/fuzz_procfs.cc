@@ -1,8 +1,9 @@
-// libFuzzer target: parse_smaps and parse_stat on arbitrary text. Seeds: corpus/procfs/.
-// Build and run from the repository root:
-//   clang++ -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -std=c++17 -Iinclude \
-//       tests/fuzz/fuzz_procfs.cc plugin/procfs.cc -o /tmp/fuzz_procfs
-//   mkdir -p /tmp/fuzz_procfs.corpus && /tmp/fuzz_procfs -max_total_time=20 /tmp/fuzz_procfs.corpus tests/fuzz/corpus/procfs
+// libFuzzer target: parse_smaps and parse_stat on arbitrary text. Seeds: corpus/procfs/ (real
+// /proc files of python and uWSGI processes, and broken variants), dictionary: procfs.dict. Built
+// and run by tests/fuzz/run.sh (make fuzz).
+//
+// What must hold: a failed parse leaves `out` untouched; a successful one gives whole-kB figures
+// (smaps) and a positive pid (stat).
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -13,7 +14,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view text(reinterpret_cast<const char*>(data), size);
 
     cowguard::MemFigures mem;
-    if (cowguard::parse_smaps(text, mem)) {
+    mem.swap = 1;  // sentinel: not a multiple of 1024, so no successful parse leaves it
+    if (!cowguard::parse_smaps(text, mem)) {
+        if (mem.swap != 1 || mem.rss != 0) abort();
+    } else {
         // Every figure comes from whole kB.
         const uint64_t figures[] = {mem.rss, mem.pss, mem.shared_clean, mem.shared_dirty, mem.private_clean,
                                     mem.private_dirty, mem.swap, mem.anonymous};
@@ -22,6 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
 
     cowguard::StatFigures stat;
-    if (cowguard::parse_stat(text, stat) && stat.pid <= 0) abort();
+    stat.pid = -7;  // sentinel
+    bool parsed = cowguard::parse_stat(text, stat);
+    if (parsed ? stat.pid <= 0 : stat.pid != -7) abort();
     return 0;
 }
