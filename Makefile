@@ -33,7 +33,7 @@ unit: build
 integration: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
-test: unit integration
+test: unit integration test-sanitize fuzz
 
 demo: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/demo.py
@@ -52,3 +52,33 @@ install: build
 
 clean:
 	rm -rf $(BUILD) cowguard_plugin.so .uwsgi_plugins_builder
+
+# ---- Reliability (issue #9): sanitizers and fuzzing. `make test` runs both. ----------------------
+SAN_BUILD := $(BUILD)/sanitize
+FUZZ_PKGS := clang libclang-rt-14-dev
+FUZZ_SECONDS ?= 30
+
+.PHONY: test-sanitize fuzz fuzz-deps
+
+# The unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, unforked (CK_FORK=no) so
+# LeakSanitizer sees every test's memory; then uWSGI with the sanitized plugin (tests/sanitize/).
+test-sanitize: deps
+	@cmake -S . -B $(SAN_BUILD) -DCOWGUARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(SAN_BUILD) -j2
+	cd $(SAN_BUILD) && CK_FORK=no ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure
+	COWGUARD_PLUGIN=$(abspath $(SAN_BUILD)/cowguard_plugin.so) $(PY) -m pytest -q -p no:cacheprovider tests/sanitize
+
+# libFuzzer needs clang and its runtime (libclang-rt-14-dev on Debian 12).
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "[fuzz-deps] installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Replays every kept crash (tests/fuzz/regressions/), then fuzzes each target for FUZZ_SECONDS.
+fuzz: deps fuzz-deps
+	FUZZ_BUILD=$(abspath $(BUILD)/fuzz) tests/fuzz/run.sh $(FUZZ_SECONDS)
