@@ -419,6 +419,9 @@ struct PluginTableInit {
         };
         cowguard_plugin.atexit = [] {
             if (!state().active) return;
+            // Like the python plugin: nothing for a worker that exits in the middle of a request
+            // (uWSGI's SIGSEGV handler calls exit(), the interpreter may be in any state).
+            if (uwsgi.mywid > 0 && (uwsgi.workers[uwsgi.mywid].hijacked || uwsgi_worker_is_busy(uwsgi.mywid))) return;
             glue::log_exit_line();
             glue::cow_report_at_exit();
         };

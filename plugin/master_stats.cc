@@ -134,7 +134,10 @@ std::string build_document() {
         f.gc_ok = true;
         f.gc = gc_figures_from(*slot);
         f.recycles = slot->recycles.load(std::memory_order_relaxed);
-        f.peak_private = static_cast<uint64_t>(slot->peak_private.load(std::memory_order_relaxed));
+        // The slot's peak is reset at the fork and raised by the sampler: a round may not have
+        // seen this process yet.
+        f.peak_private = std::max(static_cast<uint64_t>(slot->peak_private.load(std::memory_order_relaxed)),
+                                  f.mem_ok ? f.uss : 0);
     }
     TopFigures top;
     top.version = COWGUARD_VERSION;

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -36,6 +37,21 @@ bool parse_uint(const std::string& s, unsigned long long max, unsigned long long
     }
     out = v;
     return true;
+}
+
+// The value as the user wrote it, with control characters escaped, so an error stays on one line.
+std::string printable(const std::string& v) {
+    std::string out;
+    for (unsigned char c : v) {
+        if (c < 0x20 || c == 0x7f) {
+            char buf[8];
+            snprintf(buf, sizeof(buf), "\\x%02x", c);
+            out += buf;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
 }
 
 bool is_identifier(const std::string& s) {
@@ -252,7 +268,7 @@ BuildResult build_settings(const RawOptions& raw, Settings& out) {
         for (const auto& v : values) {
             Settings probe = s;
             if (!spec->apply(v, probe)) {
-                r.error = name + ": '" + v + "' is not valid; accepts " + spec->accepts;
+                r.error = name + ": '" + printable(v) + "' is not valid; accepts " + spec->accepts;
                 return r;
             }
             if (spec->list || &v == &values.back()) s = probe;

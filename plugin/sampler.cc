@@ -112,6 +112,7 @@ std::vector<LimitAction> Sampler::sample(int master_pid, const std::vector<Proce
                     over(f.pss, settings_.reload_on_pss_mb, "pss", "cowguard-reload-on-pss", false);
             }
         }
+        if (f.mem_ok && f.uss > f.peak_private) f.peak_private = f.uss;  // a slot not published yet
         (p.kind == ProcessRef::Kind::Mule ? next.mules : next.workers)[p.pid] = f;
     }
     next.shared_fraction_avg = shared_n ? shared_sum / shared_n : 0;

@@ -290,10 +290,6 @@ def test_warmup_is_a_list_not_a_duplicate(tmp_path):
     assert "[cowguard] warmup: 2 callables ran" in r.log, r.cowguard_lines()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plugin bug (minor): the refusal line echoes the value as given, so a value holding a newline (possible on "
-    "the command line) splits the one-line error over two log lines; build_settings (plugin/options.cc) could "
-    "escape control characters"))
 def test_refusal_stays_on_one_line(tmp_path):
     r = run(tmp_path, ["--cowguard-gc", "young\nevil"])
     assert not r.started and r.status != 0

@@ -179,12 +179,6 @@ def test_worker_dies_mid_request(uwsgi, tmp_path, how):
     assert u.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plugin bug: cowguard's plugin atexit (plugin/cowguard.cc, cowguard_plugin.atexit: log_exit_line() and "
-    "cow_report_at_exit()) also runs in a busy worker, i.e. from inside uWSGI's SIGSEGV handler "
-    "(uwsgi_segfault logs a backtrace and calls exit(1)): it takes the GIL of the crashed interpreter and walks "
-    "every frozen object to write a copy-on-write report. The python plugin's atexit and cowguard's own "
-    "wrapped_python_atexit skip busy workers (uwsgi_worker_is_busy) for this reason"))
 def test_crashed_worker_runs_no_python_at_exit(uwsgi, tmp_path):
     """A worker that crashes in C code with the GIL held (as a buggy extension does) runs no more
     Python on its way out: no copy-on-write report from the SIGSEGV handler."""
@@ -202,12 +196,6 @@ def test_crashed_worker_runs_no_python_at_exit(uwsgi, tmp_path):
     assert not written, f"the crashed worker {crashed} wrote {written} from uWSGI's SIGSEGV handler"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plugin bug: between a worker's fork and the moment cowguard publishes its slot (process_started, after the "
-    "python plugin's post_fork hooks), the stats show the new pid's sampled memory with cowguard.peak_private 0: "
-    "Sampler::sample sets f.peak_private only when the slot's pid is the process's, and build_document reads the "
-    "freshly reset slot. peak_private < private in the document until the next sampling round after the "
-    "publication; the soak sees it after ~1 respawn in 5 without any slow hook"))
 def test_new_worker_peak_private_never_below_private(uwsgi):
     """While a new worker runs a slow post-fork hook (2 s), every stats document still has
     peak_private >= private for it."""

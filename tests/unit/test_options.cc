@@ -1,5 +1,6 @@
 // Unit tests for include/cowguard/options.h.
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -19,9 +20,25 @@ std::string error_of(const std::string& name, std::vector<std::string> values, S
     return r.error ? *r.error : "";
 }
 
+// The error line shows control characters as \xNN, so it stays on one line.
+std::string escaped(const std::string& v) {
+    std::string out;
+    for (unsigned char c : v) {
+        if (c < 0x20 || c == 0x7f) {
+            char buf[8];
+            snprintf(buf, sizeof(buf), "\\x%02x", c);
+            out += buf;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 bool rejected(const std::string& name, const std::string& value) {
     std::string e = error_of(name, {value});
-    return e.rfind(name + ": '" + value + "' is not valid; accepts ", 0) == 0;
+    return e.rfind(name + ": '" + escaped(value) + "' is not valid; accepts ", 0) == 0 &&
+           e.find('\n') == std::string::npos;
 }
 
 }  // namespace
