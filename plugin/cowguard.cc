@@ -379,7 +379,7 @@ void cowguard_post_app(void) {
 }
 
 // Called by uWSGI (after-request-hook) after every request, in the worker.
-void cowguard_after_request(struct wsgi_request*) {
+void cowguard_after_request(struct wsgi_request* wsgi_req) {
     if (!state().active) return;
     WorkerSlot* slot = my_slot();
     if (slot) {
@@ -389,6 +389,11 @@ void cowguard_after_request(struct wsgi_request*) {
             slot->recycles.fetch_add(1, std::memory_order_relaxed);
             log_line("recycling worker %d (pid %d) after its request: over its memory limit (see above)", uwsgi.mywid,
                      static_cast<int>(getpid()));
+            // Core marks the request done (and disarms harakiri) only after these hooks, where its
+            // own reload-on-rss runs; do it here first, so the exit path sees an idle worker and
+            // runs the atexit handlers, as after a reload-on-rss recycle.
+            if (uwsgi.workers[uwsgi.mywid].harakiri > 0) set_harakiri(0);
+            uwsgi.workers[uwsgi.mywid].cores[wsgi_req->async_id].in_request = 0;
             goodbye_cruel_world();
             return;
         }
