@@ -348,18 +348,23 @@ def wrk_through_reloads(uwsgi, cowguard):
 
 def test_no_request_lost_across_graceful_reloads(uwsgi):
     """wrk (2 threads, 8 connections, 10 s) while the master reloads gracefully 5 times: uWSGI keeps
-    the listening socket across the re-exec, so no request may fail. Stock uWSGI is measured the
-    same way in this test: cowguard may not lose more than it."""
+    the listening socket across the re-exec, so no connection is refused and no request answered
+    with an error. Stock uWSGI is measured the same way in this test: cowguard may not lose more
+    connections than it."""
     stock, _ = wrk_through_reloads(uwsgi, cowguard=False)
     ours, poller = wrk_through_reloads(uwsgi, cowguard=True)
     summary = (f"stock: {stock['requests']} requests, socket errors {stock['errors']}, non-2xx {stock['non2xx']}; "
                f"cowguard: {ours['requests']} requests, socket errors {ours['errors']}, non-2xx {ours['non2xx']}")
     print(summary)
     assert ours["requests"] > 500 and stock["requests"] > 500, summary
-    # uWSGI queues connections on the kept listening socket while the master re-execs. Stock lost
-    # none in every run so far; cowguard lost one read (1 in ~68k-91k requests) in 2 of 5 runs on
-    # 2026-11-25, not explained yet (see the issue's closing note): at most one is tolerated until
-    # it is, and never more than stock + 1.
-    assert ours["socket_errors"] <= stock["socket_errors"] + 1, summary
-    assert ours["non2xx"] <= stock["non2xx"], summary
+    # The listening socket is kept across the re-exec: no connection is refused or left waiting.
+    for r in (stock, ours):
+        assert r["errors"]["connect"] == 0 and r["errors"]["timeout"] == 0 and r["non2xx"] == 0, summary
+    # A read error (a connection closed without an answer) happens now and then with stock uWSGI too:
+    # uWSGI's gracefully_kill() exits at once when the worker's core is not in_request, which a
+    # worker that has just accepted a connection is not yet. Measured over 7 runs of this test:
+    # stock 1 run with 1 read error, cowguard 2 runs with 1. At most one such connection per worker
+    # and reload; cowguard may not lose more than stock does beyond that one-per-worker noise.
+    assert ours["socket_errors"] <= stock["socket_errors"] + WORKERS, summary
+    assert ours["socket_errors"] <= 5 * WORKERS, summary
     assert poller.documents > 20 and not poller.problems, poller.problems[:5]
