@@ -260,9 +260,9 @@ BuildResult build_settings(const RawOptions& raw, Settings& out) {
         if (values.empty()) continue;
         if (!spec->list && values.size() > 1) {
             std::string dropped;
-            for (size_t i = 0; i + 1 < values.size(); i++) dropped += (i ? ", '" : "'") + values[i] + "'";
+            for (size_t i = 0; i + 1 < values.size(); i++) dropped += (i ? ", '" : "'") + printable(values[i]) + "'";
             r.notes.push_back(name + " given " + std::to_string(values.size()) + " times; using the last value '" +
-                              values.back() + "' over " + dropped);
+                              printable(values.back()) + "' over " + dropped);
         }
         // Single-valued options validate every value given, so a typo is never hidden by a later value.
         for (const auto& v : values) {

@@ -298,10 +298,6 @@ def test_refusal_stays_on_one_line(tmp_path):
     assert len(whole) == 1, r.cowguard_lines()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plugin bug (minor): the duplicate note echoes the values as given (build_settings in plugin/options.cc "
-    "escapes control characters in the error line only), so a valid value with a trailing newline ('young\\n', "
-    "trimmed when parsed) or a cow-report path holding one splits the note over two log lines"))
 def test_duplicate_note_stays_on_one_line(tmp_path):
     r = run(tmp_path, ["--cowguard-gc", "off", "--cowguard-gc", "young\n"])
     assert_works(r)
