@@ -66,6 +66,17 @@ WorkerSlot* mule_slot(int muleid) {
 }
 WorkerSlot* spooler_slot(int index) { return index >= 0 ? slot_at(uwsgi.numproc + uwsgi.mules_cnt + 1 + index) : nullptr; }
 
+WorkerSlot* my_slot() {
+    if (uwsgi.muleid > 0) return mule_slot(uwsgi.muleid);
+    if (uwsgi.i_am_a_spooler) {
+        int i = 0;
+        for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next, i++)
+            if (s == uwsgi.i_am_a_spooler) return spooler_slot(i);
+        return nullptr;
+    }
+    return worker_slot(uwsgi.mywid);
+}
+
 }  // namespace cowguard::glue
 
 namespace {
@@ -138,18 +149,7 @@ void collect_interpreters() {
     if (uwsgi.mywid > 0) add_from(uwsgi.mywid);
 }
 
-int spooler_index() {
-    int i = 0;
-    for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next, i++)
-        if (s == uwsgi.i_am_a_spooler) return i;
-    return -1;
-}
-
-WorkerSlot* my_slot() {
-    if (uwsgi.muleid > 0) return glue::mule_slot(uwsgi.muleid);
-    if (uwsgi.i_am_a_spooler) return glue::spooler_slot(spooler_index());
-    return glue::worker_slot(uwsgi.mywid);
-}
+using glue::my_slot;
 
 // A (re)spawned process starts its slot afresh; only `recycles` is kept across respawns. The pid
 // is published last (publish_slot), once the figures are this process's own.

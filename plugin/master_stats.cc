@@ -238,22 +238,9 @@ void master_cycle() {
 }
 
 void log_exit_line() {
-    WorkerSlot* s = nullptr;
-    const char* kind = "worker";
-    int id = uwsgi.mywid;
-    if (uwsgi.muleid > 0) {
-        s = mule_slot(uwsgi.muleid);
-        kind = "mule";
-        id = uwsgi.muleid;
-    } else if (uwsgi.i_am_a_spooler) {
-        kind = "spooler";
-        int idx = 0;
-        for (struct uwsgi_spooler* sp = uwsgi.spoolers; sp; sp = sp->next, idx++)
-            if (sp == uwsgi.i_am_a_spooler) s = spooler_slot(idx);
-        id = 0;
-    } else if (uwsgi.mywid > 0) {
-        s = worker_slot(uwsgi.mywid);
-    }
+    WorkerSlot* s = my_slot();
+    const char* kind = uwsgi.muleid > 0 ? "mule" : uwsgi.i_am_a_spooler ? "spooler" : "worker";
+    int id = uwsgi.muleid > 0 ? uwsgi.muleid : uwsgi.i_am_a_spooler ? 0 : uwsgi.mywid;
     if (!s || s->pid.load(std::memory_order_relaxed) != getpid()) return;
     MemFigures m;
     StatFigures st;

@@ -39,7 +39,8 @@ bool parse_uint(const std::string& s, unsigned long long max, unsigned long long
     return true;
 }
 
-// The value as the user wrote it, with control characters escaped, so an error stays on one line.
+}  // namespace
+
 std::string printable(const std::string& v) {
     std::string out;
     for (unsigned char c : v) {
@@ -53,6 +54,8 @@ std::string printable(const std::string& v) {
     }
     return out;
 }
+
+namespace {
 
 bool is_identifier(const std::string& s) {
     if (s.empty()) return false;

@@ -26,6 +26,7 @@ State& state();
 WorkerSlot* worker_slot(int wid);
 WorkerSlot* mule_slot(int muleid);
 WorkerSlot* spooler_slot(int index);
+WorkerSlot* my_slot();  // this process's slot (worker, mule or spooler), nullptr in the master
 
 void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -73,6 +73,9 @@ bool parse_megabytes(const std::string& v, uint64_t& out);
 bool parse_interval(const std::string& v, double& out);
 bool parse_warmup(const std::string& v);
 
+// The value as the user wrote it, control characters as \xNN: error and note lines stay on one line.
+std::string printable(const std::string& v);
+
 // Human-readable forms, for the startup line and the stats document.
 std::string describe_policy(GcPolicy policy, const GcThresholds& t);
 const char* guard_name(GuardMode g);

@@ -37,20 +37,6 @@ namespace {
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 // A value as error lines print it: control characters as \xNN.
-std::string printable(const std::string& v) {
-    std::string out;
-    for (unsigned char c : v) {
-        if (c < 0x20 || c == 0x7f) {
-            char buf[8];
-            snprintf(buf, sizeof(buf), "\\x%02x", c);
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
 using Described = std::vector<std::pair<std::string, std::string>>;
 
 // A settings value nobody writes by default: to tell whether build_settings touched `out`.

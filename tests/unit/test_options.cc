@@ -20,24 +20,9 @@ std::string error_of(const std::string& name, std::vector<std::string> values, S
     return r.error ? *r.error : "";
 }
 
-// The error line shows control characters as \xNN, so it stays on one line.
-std::string escaped(const std::string& v) {
-    std::string out;
-    for (unsigned char c : v) {
-        if (c < 0x20 || c == 0x7f) {
-            char buf[8];
-            snprintf(buf, sizeof(buf), "\\x%02x", c);
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
 bool rejected(const std::string& name, const std::string& value) {
     std::string e = error_of(name, {value});
-    return e.rfind(name + ": '" + escaped(value) + "' is not valid; accepts ", 0) == 0 &&
+    return e.rfind(name + ": '" + printable(value) + "' is not valid; accepts ", 0) == 0 &&
            e.find('\n') == std::string::npos;
 }
 
@@ -132,6 +117,13 @@ START_TEST(gc_policy_forms) {
     ck_assert_str_eq(off.c_str(), "off");
     ck_assert_str_eq(two.c_str(), "thresholds 700,10");
     ck_assert_str_eq(guard_name(GuardMode::Allow), "allow");
+}
+END_TEST
+
+START_TEST(printable_escapes_control_characters) {
+    std::string nl = printable(std::string("a\nb\x7f\0c", 6)), plain = printable("young 1,2");
+    ck_assert_str_eq(nl.c_str(), "a\\x0ab\\x7f\\x00c");
+    ck_assert_str_eq(plain.c_str(), "young 1,2");
 }
 END_TEST
 
@@ -246,6 +238,7 @@ int main() {
     tcase_add_test(good, duplicates_reported_in_notes);
     suite_add_tcase(suite, good);
     TCase* bad = tcase_create("bad");
+    tcase_add_test(bad, printable_escapes_control_characters);
     tcase_add_test(bad, empty_values);
     tcase_add_test(bad, negative_values);
     tcase_add_test(bad, huge_values);
