@@ -11,6 +11,8 @@ extern "C" {
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "cowguard/cow_report.h"
@@ -46,15 +48,31 @@ PyMethodDef g_signal_def = {"cowguard_cow_report_signal", on_signal, METH_VARARG
 
 }  // namespace
 
-void cow_report_setup_master(int python_modifier) {
+void cow_report_check_dir() {
     const Settings& st = state().settings;
     if (st.cow_report_dir.empty()) return;
     struct stat sb;
-    if (lstat(st.cow_report_dir.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    int rc = lstat(st.cow_report_dir.c_str(), &sb);
+    if (rc != 0 && errno != ENOENT && errno != ENOTDIR) {
+        log_line("cowguard-cow-report: '%s' cannot be reached by this process (uid %d): %s",
+                 st.cow_report_dir.c_str(), static_cast<int>(geteuid()), strerror(errno));
+        exit(1);
+    }
+    if (rc != 0 || !S_ISDIR(sb.st_mode)) {
         log_line("cowguard-cow-report: '%s' is not a directory (a symlink is refused too); create it first",
                  st.cow_report_dir.c_str());
         exit(1);
     }
+    if (access(st.cow_report_dir.c_str(), W_OK | X_OK) != 0) {
+        log_line("cowguard-cow-report: '%s' is not writable by this process (uid %d); reports could not be written",
+                 st.cow_report_dir.c_str(), static_cast<int>(geteuid()));
+        exit(1);
+    }
+}
+
+void cow_report_setup_master(int python_modifier) {
+    const Settings& st = state().settings;
+    if (st.cow_report_dir.empty()) return;
     if (!uwsgi.master_process) {
         log_line("cowguard-cow-report: reports are written at exit; the on-demand signal needs master = true");
         return;

@@ -29,6 +29,7 @@ extern "C" {
 #include "cowguard/options.h"
 #include "cowguard/procfs.h"
 #include "cowguard/pymodule.h"
+#include "cowguard/python_version.h"
 #include "cowguard/warmup.h"
 #include "cowguard/worker_slot.h"
 
@@ -182,13 +183,7 @@ void publish_slot(WorkerSlot* s) {
 void check_python_version() {
     // The plugin is compiled against one CPython; a python plugin built for another one would
     // put a different libpython's symbols first in the global scope.
-    const char* runtime = Py_GetVersion();
-    char built[16];
-    snprintf(built, sizeof(built), "%d.%d", PY_MAJOR_VERSION, PY_MINOR_VERSION);
-    size_t n = strlen(built);
-    if (strncmp(runtime, built, n) != 0 || (runtime[n] >= '0' && runtime[n] <= '9'))
-        fail(std::string("built for Python ") + built + " but this uWSGI runs Python " +
-             std::string(runtime, strcspn(runtime, " ")) + ": rebuild cowguard against that Python (make build)");
+    if (auto line = python_version_mismatch(PY_MAJOR_VERSION, PY_MINOR_VERSION, Py_GetVersion())) fail(*line);
 }
 
 void find_python_plugin() {
@@ -292,6 +287,8 @@ int cowguard_init() {
 void cowguard_post_init() {
     if (!state().active) return;
     if (!Py_IsInitialized()) fail("the python plugin did not initialize Python: nothing to guard");
+    // Here, not at init: uWSGI has dropped privileges (uid/gid) by now, and no app is loaded yet.
+    glue::cow_report_check_dir();
     gc::GilScope gil;
     gc::on_interpreter_ready();
     if (lazy_mode())
@@ -317,7 +314,9 @@ void process_started() {
     collect_interpreters();
     // With lazy-apps the worker's app is not loaded yet: the GC stays off until the freeze.
     bool worker = uwsgi.mywid > 0 && uwsgi.muleid == 0 && !uwsgi.i_am_a_spooler;
-    if (!(worker && lazy_mode() && g_settings.freeze)) gc::apply_worker_policy(g_interps);
+    // The master's freeze count is this process's too: counting it again would walk the heap.
+    int64_t known = g_freeze.interpreters > 0 ? static_cast<int64_t>(g_freeze.frozen) : -1;
+    if (!(worker && lazy_mode() && g_settings.freeze)) gc::apply_worker_policy(g_interps, known);
     publish_slot(slot);
 }
 
@@ -370,10 +369,11 @@ void cowguard_post_app(void) {
     if (in_worker) {
         WorkerSlot* slot = my_slot();
         gc::set_slot(slot);
-        gc::apply_worker_policy(g_interps);
+        gc::apply_worker_policy(g_interps, static_cast<int64_t>(g_freeze.frozen));
         if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
     } else {
-        log_policy("master");
+        // Without a master, this process is worker 1 itself (and forks any other workers).
+        log_policy(uwsgi.master_process ? "master" : "no master, before the workers start");
         if (g_settings.trim) trim_heap();
     }
 }
@@ -426,7 +426,10 @@ struct PluginTableInit {
             if (!state().active) return;
             // Like the python plugin: nothing for a worker that exits in the middle of a request
             // (uWSGI's SIGSEGV handler calls exit(), the interpreter may be in any state).
-            if (uwsgi.mywid > 0 && (uwsgi.workers[uwsgi.mywid].hijacked || uwsgi_worker_is_busy(uwsgi.mywid))) return;
+            if (uwsgi.mywid > 0 && (uwsgi.workers[uwsgi.mywid].hijacked || uwsgi_worker_is_busy(uwsgi.mywid))) {
+                glue::log_busy_exit_line();
+                return;
+            }
             glue::log_exit_line();
             glue::cow_report_at_exit();
         };

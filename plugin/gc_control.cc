@@ -269,7 +269,7 @@ FreezeResult freeze_all(const std::vector<PyThreadState*>& interps) {
     return r;
 }
 
-void apply_worker_policy(const std::vector<PyThreadState*>& interps) {
+void apply_worker_policy(const std::vector<PyThreadState*>& interps, int64_t known_frozen) {
     g_loading = false;
     g_logged_native_reenable = false;
     uint64_t frozen = 0;
@@ -286,13 +286,14 @@ void apply_worker_policy(const std::vector<PyThreadState*>& interps) {
                 set_threshold(g_settings->thresholds);
                 PyGC_Enable();
             }
-            frozen += freeze_count_here();
+            if (known_frozen < 0) frozen += freeze_count_here();
             if (ts == interps.front()) {
                 enabled = PyGC_IsEnabled();
                 record_thresholds();
             }
         });
     }
+    if (known_frozen >= 0) frozen = static_cast<uint64_t>(known_frozen);
     if (g_slot) {
         g_slot->frozen.store(frozen, std::memory_order_relaxed);
         g_slot->gc_enabled.store(enabled ? 1 : 0, std::memory_order_relaxed);
@@ -314,12 +315,6 @@ void check_after_request(const std::vector<PyThreadState*>& interps) {
             }
         });
     }
-}
-
-uint64_t frozen_count(const std::vector<PyThreadState*>& interps) {
-    uint64_t n = 0;
-    for (PyThreadState* ts : interps) in_interpreter(ts, [&] { n += freeze_count_here(); });
-    return n;
 }
 
 }  // namespace cowguard::gc

@@ -237,6 +237,17 @@ void master_cycle() {
     }
 }
 
+void log_busy_exit_line() {
+    WorkerSlot* s = my_slot();
+    if (!s || s->pid.load(std::memory_order_relaxed) != getpid()) return;
+    // Only counters and one write: the signal that ends this process may have interrupted
+    // anything, malloc included, so no /proc reading (stdio) here.
+    log_line("worker %d (pid %d) exiting busy (in a request, or hijacked) after %llu requests: no exit path runs "
+             "(no atexit handlers, no report), as with the python plugin",
+             uwsgi.mywid, static_cast<int>(getpid()),
+             static_cast<unsigned long long>(s->requests.load(std::memory_order_relaxed)));
+}
+
 void log_exit_line() {
     WorkerSlot* s = my_slot();
     const char* kind = uwsgi.muleid > 0 ? "mule" : uwsgi.i_am_a_spooler ? "spooler" : "worker";

@@ -57,14 +57,14 @@ PyThreadState* main_thread();
 FreezeResult freeze_all(const std::vector<PyThreadState*>& interps);
 
 // In a forked worker, mule or spooler: applies the worker GC policy in every interpreter and
-// starts counting collections into the slot. Idempotent per process.
-void apply_worker_policy(const std::vector<PyThreadState*>& interps);
+// starts counting collections into the slot. Idempotent per process. `known_frozen` is the
+// freeze count when the caller knows it (the master's freeze, inherited by the fork), or -1:
+// gc.get_freeze_count() walks the whole permanent generation, which right after a fork maps
+// every shared page of the heap, and uWSGI's signal handlers are not yet in place.
+void apply_worker_policy(const std::vector<PyThreadState*>& interps, int64_t known_frozen);
 
 // After a request: if native code switched the GC back on under `cowguard-gc = off`, switch
 // it off again (logged once per process, counted). Does nothing for the other policies.
 void check_after_request(const std::vector<PyThreadState*>& interps);
-
-// The freeze count now (sum over interpreters).
-uint64_t frozen_count(const std::vector<PyThreadState*>& interps);
 
 }  // namespace cowguard::gc

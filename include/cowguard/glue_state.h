@@ -35,8 +35,10 @@ void stats_on_init();          // master, at init: nothing bound yet
 void metrics_register();       // master, at init: before uWSGI sizes its metric storage
 void master_cycle();           // master, every loop: starts the sampler and stats threads once
 void log_exit_line();          // any process but the master, at exit
+void log_busy_exit_line();     // a worker that exits busy: in a request or hijacked (no /proc reads)
 
 // cow_report_glue.cc
+void cow_report_check_dir();                         // post_init, before any app loads: exits on a bad directory
 void cow_report_setup_master(int python_modifier);  // master, after the freeze: signal + trigger file
 void cow_report_at_exit();                           // a worker, at exit (GIL taken here)
 

@@ -207,13 +207,14 @@ def test_every_bad_value_refused_or_working(tmp_path, option):
         if not documented_valid(option, value):
             assert_refused(r, option, value)
         elif OPTIONS[option].startswith("a directory path") and not (tmp_path / value.strip()).is_dir():
-            # A well-formed path that is no directory: uWSGI stops with its own clear line. (Checked in
-            # the master once the app is loaded and frozen, not at init with the other values.)
+            # A well-formed path that is no directory: uWSGI stops with its own clear line, checked
+            # after the privilege drop and before any app loads.
             line = (f"[cowguard] cowguard-cow-report: '{value.strip()}' is not a directory (a symlink is refused "
                     f"too); create it first")
             assert not r.started and r.status != 0, r.log[-3000:]
             assert [x for x in r.log.splitlines() if "cow-report" in x] == [line], r.cowguard_lines()
             assert r.cowguard_lines()[-1] == line, r.cowguard_lines()
+            assert "WSGI app 0" not in r.log, r.log[-3000:]
         else:
             assert_works(r)
     assert all(v in runs for v in BAD_KINDS.values())
@@ -338,7 +339,8 @@ def test_without_master_the_single_worker_gets_the_policy(tmp_path):
     assert "(and the only)" in r.log
     assert "[cowguard] cowguard-reload-on-* limits need the master (master = true): the master samples the workers" \
         in r.cowguard_lines()
-    assert r.log.count("[cowguard] master: froze") == 1
+    assert r.log.count("[cowguard] no master, before the workers start: froze") == 1
+    assert "[cowguard] master:" not in r.log
     gc = seen["gc"]
     assert gc["enabled"] and gc["frozen"] > 0 and gc["threshold"] != [700, 10, 10], seen
 

@@ -7,9 +7,11 @@ cow_idle.py (a 60,000-record read-only cache its requests never touch), cow_bigh
 import json
 import os
 import re
+import shutil
 import stat
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 
@@ -302,6 +304,33 @@ def test_report_dir_must_be_a_directory(uwsgi, tmp_path, what):
     assert lines == [f"[cowguard] cowguard-cow-report: '{target}' is not a directory (a symlink is refused too); "
                      f"create it first"], log
     assert "spawned uWSGI worker" not in log
+    assert "WSGI app 0" not in log  # refused before the app loads
+
+
+@pytest.mark.parametrize("case", ["root-only", "unreachable"])
+def test_report_dir_checked_after_the_privilege_drop(uwsgi, tmp_path, case):
+    """uWSGI runs as root here and drops to nobody (--uid): a directory nobody cannot write to, or
+    cannot even reach, is refused before the app loads, rather than failing in every worker at exit."""
+    import tempfile
+    # pytest's tmp_path sits under a 0700 directory: "unreachable" uses it as is.
+    base = Path(tempfile.mkdtemp(prefix="cg-uid-", dir="/tmp")) if case == "root-only" else tmp_path
+    try:
+        os.chmod(base, 0o755)
+        d = base / "root-only"
+        d.mkdir(mode=0o700)
+        u = uwsgi(["--uid", "nobody", "--gid", "nogroup", "--workers", 1, "--wsgi-file", APPS / "gcstate.py",
+                   "--cowguard-cow-report", d])
+        rc = u.wait_exit(30)
+        log = u.log()
+    finally:
+        if case == "root-only":
+            shutil.rmtree(base)
+    assert rc != 0, log
+    why = "is not writable by this process (uid 65534)" if case == "root-only" else \
+        "cannot be reached by this process (uid 65534): Permission denied"
+    lines = [l for l in log.splitlines() if "cowguard-cow-report" in l]
+    assert len(lines) == 1 and lines[0].startswith(f"[cowguard] cowguard-cow-report: '{d}' {why}"), log
+    assert "WSGI app 0" not in log
 
 
 # The report is set up in the master in every mode: with lazy-apps (apps load in the workers)

@@ -154,6 +154,10 @@ def test_busy_worker_runs_no_python_exit_path(uwsgi, tmp_path, cowguard):
     busy.join(20)
     assert trace(out, pid) == [] and trace(out, pid, "del") == [], u.log()
     assert not [b for b in BAD_EXIT if b in u.log()], u.log()
+    # cowguard says why this worker has no exit line (and no report).
+    busy_line = f"[cowguard] worker 1 (pid {pid}) exiting busy (in a request, or hijacked) after 1 requests: "
+    assert (busy_line in u.log()) == cowguard, u.log()
+    assert f"(pid {pid}) exiting:" not in u.log()
 
 
 # ---- 2. a failing handler does not stop the others; what handlers print reaches the log -----------
