@@ -23,7 +23,8 @@ CONFIG_DESCRIPTIONS = {
 
 # (key, column header, format)
 COLUMNS = [
-    ("rps", "req/s", "{:.0f}"),
+    ("rps_interleaved", "req/s (median of rounds)", "{:.0f}"),
+    ("rps", "req/s (one load)", "{:.0f}"),
     ("p50_ms", "p50 ms", "{:.1f}"),
     ("p99_ms", "p99 ms", "{:.1f}"),
     ("cpu_ms_per_request", "uWSGI CPU ms/req", "{:.2f}"),
@@ -45,6 +46,8 @@ COLD_COLUMNS = [
 ]
 
 RATIO_KEYS = [
+    ("rps_interleaved", "req/s (rounds)"),
+    ("cpu_ms_per_request_interleaved", "CPU/req (rounds)"),
     ("rps", "req/s"),
     ("cpu_ms_per_request", "CPU/req"),
     ("p99_ms", "p99"),
@@ -105,6 +108,8 @@ def compute_ratios(configs, subject="cowguard"):
 def app_table(app_result):
     configs = app_result.get("configurations", {})
     columns = list(COLUMNS)
+    if not any((c or {}).get("rps_interleaved") is not None for c in configs.values()):
+        columns = [c for c in columns if c[0] != "rps_interleaved"]  # quick mode, django: one load only
     if any((c or {}).get("cold_stop_s") is not None for c in configs.values()):
         columns += COLD_COLUMNS
     header = "| configuration | " + " | ".join(c[1] for c in columns) + " |"
@@ -128,6 +133,8 @@ def ratio_lines(app_result):
         parts = []
         for k, label in RATIO_KEYS:
             v = vals.get(k)
+            if v is None and k.endswith("_interleaved"):
+                continue  # quick mode has no rounds
             parts.append("%s x%s" % (label, "n/a" if v is None else "%.2f" % v))
         lines.append("- %s: %s" % (key.replace("_vs_", " vs ").replace("_", "-"), ", ".join(parts)))
     return lines

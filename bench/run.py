@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -71,11 +72,15 @@ CONFIGS = [
 # cold stop phase (workers that served only COLD_REQUESTS_PER_WORKER requests each before the stop).
 # Quick mode skips the django stop phase and both cold stops to stay within 2 minutes on 2 cores.
 DURATIONS = {
-    "quick": {"gcheavy": {"load_s": 4, "cycles_s": 1, "warm_s": 2, "stop": True, "cold_stop": False},
-              "django": {"load_s": 3, "cycles_s": 1, "warm_s": 2, "stop": False, "cold_stop": False}},
-    "full": {"gcheavy": {"load_s": 15, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True},
-             "django": {"load_s": 15, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True}},
+    "quick": {"gcheavy": {"load_s": 4, "cycles_s": 1, "warm_s": 2, "stop": True, "cold_stop": False, "rounds": 0},
+              "django": {"load_s": 3, "cycles_s": 1, "warm_s": 2, "stop": False, "cold_stop": False, "rounds": 0}},
+    "full": {"gcheavy": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True, "rounds": 5,
+                         "round_s": 4},
+             "django": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True, "rounds": 0}},
 }
+# "rounds": the interleaved throughput phase (throughput_rounds): every configuration started at
+# once, `round_s` of load on each in turn, `rounds` times; its medians are the req/s the ratios use,
+# since one load per configuration moves with whatever the host does at that moment.
 COLD_REQUESTS_PER_WORKER = 2
 BUDGET_S = {"quick": 105, "full": 500}  # retries of noisy loads only happen within these
 
@@ -495,6 +500,56 @@ def main_phase(app, config, args, durations, plugin, logdir):
     return res
 
 
+def throughput_rounds(app, configs, workers, plugin, logdir, rounds, seconds, warm_s=2):
+    """Starts one instance per configuration, warms each, then `rounds` rounds of `seconds` of wrk
+    per configuration, the order rotated every round. Returns {name: figures}."""
+    instances = {}
+    out = {}
+    try:
+        for config in configs:
+            if config[3] and not plugin:
+                continue
+            u = Uwsgi(app, config, workers, plugin, logdir / ("%s-%s-throughput.log" % (app, config[0])))
+            u.start()
+            instances[config[0]] = u
+        for u in instances.values():
+            run_wrk(u.url(APPS[app]["path"]), warm_s, APPS[app]["wrk_script"])
+        samples = {name: [] for name in instances}
+        names = list(instances)
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                u = instances[name]
+                pids = [u.pid] + u.worker_pids()
+                acct = CpuAccount(pids)
+                w = run_wrk(u.url(APPS[app]["path"]), seconds, APPS[app]["wrk_script"])
+                cpu = acct.finish()
+                samples[name].append({
+                    "rps": w["rps"], "p99_ms": w["p99_ms"], "requests": w["requests"],
+                    "errors": w["socket_errors"] + w["non_2xx"],
+                    "cpu_ms_per_request": 1000.0 * cpu["group_cpu_s"] / w["requests"] if w["requests"] else None,
+                    "foreign_cpu_pct": cpu["foreign_cpu_pct"],
+                })
+            log("throughput round %d/%d: %s" % (r + 1, rounds, ", ".join(
+                "%s %.0f" % (n, samples[n][-1]["rps"]) for n in names)))
+        for name, s in samples.items():
+            rps = [x["rps"] for x in s]
+            cpu = [x["cpu_ms_per_request"] for x in s if x["cpu_ms_per_request"] is not None]
+            out[name] = {
+                "rps_median": statistics.median(rps),
+                "rps_min": min(rps), "rps_max": max(rps),
+                "cpu_ms_per_request_median": statistics.median(cpu) if cpu else None,
+                "p99_ms_median": statistics.median(x["p99_ms"] for x in s),
+                "errors": sum(x["errors"] for x in s),
+                "foreign_cpu_pct_max": max((x["foreign_cpu_pct"] or 0.0) for x in s),
+                "rounds": s,
+            }
+    finally:
+        for u in instances.values():
+            u.kill()
+    return out
+
+
 def stop_phase(app, config, args, durations, plugin, logdir, cold=False):
     """8 workers, warmed with `warm_s` of load (or, cold, COLD_REQUESTS_PER_WORKER requests per worker);
     time from SIGTERM (--die-on-term) to the master's exit, and the extra host memory used meanwhile
@@ -743,6 +798,7 @@ def main(argv=None):
     ap.add_argument("--cycles-s", type=int, help="override the /cycles load duration (seconds)")
     ap.add_argument("--warm-s", type=int, help="override the stop-phase warm-up (seconds)")
     ap.add_argument("--no-stop", action="store_true", help="skip the stop phases")
+    ap.add_argument("--rounds", type=int, help="override the interleaved throughput rounds (0: none)")
     ap.add_argument("--out", help="results directory (default bench/results/<timestamp>)")
     ap.add_argument("--retries", type=int, default=2,
                     help="re-run a main phase up to this many times when other processes took more than "
@@ -809,6 +865,9 @@ def main(argv=None):
             for key, val in (("load_s", args.load_s), ("cycles_s", args.cycles_s), ("warm_s", args.warm_s)):
                 if val:
                     d[key] = val
+            if args.rounds is not None:
+                d["rounds"] = args.rounds
+                d.setdefault("round_s", 4)
             results.setdefault("durations", {})[app] = d
             a = {"app": app, "wsgi_file": str(APPS[app]["wsgi_file"].relative_to(REPO)),
                  "description": APPS[app]["description"], "workers": args.workers,
@@ -892,6 +951,20 @@ def main(argv=None):
                     log("%s / %s: %.0f req/s, p99 %.1f ms, private %.1f MB/worker, PSS %.0f MB, stop %s s"
                         % (app, name, entry["rps"], entry["p99_ms"] or -1, entry["private_mb_per_worker"],
                            entry["pss_total_mb"], "%.2f" % entry["stop_s"] if entry.get("stop_s") else "n/a"))
+            if d.get("rounds"):
+                log("%s: interleaved throughput, %d rounds of %ss per configuration" % (app, d["rounds"], d["round_s"]))
+                try:
+                    figures = throughput_rounds(app, configs, args.workers, plugin, logdir, d["rounds"], d["round_s"])
+                except Exception as e:  # noqa: BLE001 - reported, the other figures stand
+                    log("%s: interleaved throughput failed: %s" % (app, e))
+                    a["notes"].append("interleaved throughput failed: %s" % e)
+                    figures = {}
+                a["throughput"] = {"rounds": d["rounds"], "round_s": d["round_s"], "configurations": figures}
+                for name, f in figures.items():
+                    entry = a["configurations"].get(name)
+                    if isinstance(entry, dict) and "rps" in entry:
+                        entry["rps_interleaved"] = f["rps_median"]
+                        entry["cpu_ms_per_request_interleaved"] = f["cpu_ms_per_request_median"]
             a["ratios"] = report.compute_ratios(a["configurations"])
             results["elapsed_s"] = round(time.monotonic() - t_start, 1)
             report.write_json(outdir / "results.json", results)
