@@ -60,9 +60,10 @@ def main(argv=None):
         run.log("cowguard configurations skipped: %s" % why)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     outdir = run.BENCH / "results" / (stamp + "-throughput")
-    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    figures = run.throughput_rounds(args.app, run.CONFIGS, args.workers, plugin, outdir, args.rounds, args.seconds)
+    figures = run.throughput_rounds(args.app, run.CONFIGS, args.workers, plugin, outdir / "logs", args.rounds,
+                                   args.seconds)
     doc = {"date": datetime.now().isoformat(timespec="seconds"), "machine": run.machine_info(),
            "app": args.app, "workers": args.workers, "rounds": args.rounds, "seconds": args.seconds,
            "configurations": figures, "ratios": ratios(figures), "elapsed_s": round(time.monotonic() - t0, 1)}
