@@ -27,21 +27,13 @@
 
 #include "cowguard/smaps_vmas.h"
 
-// Last: check.h defines a fail() macro that breaks <ios> and friends.
-#include <check.h>
+// Last: it brings check.h, whose fail() macro breaks <ios> and friends.
+#include "fixture.h"
 
 using cowguard::MappingKind;
 using cowguard::Vma;
 
 namespace {
-
-std::string fixture(const char* name) {
-    std::ifstream in(std::string(COWGUARD_FIXTURES) + "/" + name, std::ios::binary);
-    if (!in) ck_abort_msg("missing fixture %s", name);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
 
 constexpr uint64_t KB = 1024;
 

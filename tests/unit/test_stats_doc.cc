@@ -14,22 +14,14 @@
 
 #include "cowguard/stats_doc.h"
 
-// Last: check.h defines a fail() macro that breaks <ios> and friends.
-#include <check.h>
+// Last: it brings check.h, whose fail() macro breaks <ios> and friends.
+#include "fixture.h"
 
 using cowguard::ProcessFigures;
 using cowguard::TopFigures;
 using Figures = std::map<int, ProcessFigures>;
 
 namespace {
-
-std::string fixture(const char* name) {
-    std::ifstream in(std::string(COWGUARD_FIXTURES) + "/" + name, std::ios::binary);
-    if (!in) ck_abort_msg("missing fixture %s", name);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
 
 struct JsonDecref {
     void operator()(json_t* j) const { json_decref(j); }
