@@ -325,13 +325,15 @@ void wrapped_python_post_fork() {
     process_started();
 }
 
+// A worker that ends in the middle of a request (or hijacked): the signal that ends it may have
+// interrupted anything, so both exit hooks do as the python plugin does and skip their work.
+bool worker_busy_at_exit() {
+    return uwsgi.workers[uwsgi.mywid].hijacked || uwsgi_worker_is_busy(uwsgi.mywid);
+}
+
 void wrapped_python_atexit() {
     // Parity with the python plugin: no Python exit path for a hijacked or busy worker, or async.
-    if (uwsgi.mywid > 0) {
-        if (uwsgi.workers[uwsgi.mywid].hijacked) return;
-        if (uwsgi_worker_is_busy(uwsgi.mywid)) return;
-        if (uwsgi.async > 1) return;
-    }
+    if (uwsgi.mywid > 0 && (worker_busy_at_exit() || uwsgi.async > 1)) return;
     if (!Py_IsInitialized()) return;
     // A second signal (the master's SIGINT after a SIGTERM, say) would run uWSGI's handler, call
     // exit() again from inside this one and skip the rest of the handlers: the process is ending,
@@ -426,7 +428,7 @@ struct PluginTableInit {
             if (!state().active) return;
             // Like the python plugin: nothing for a worker that exits in the middle of a request
             // (uWSGI's SIGSEGV handler calls exit(), the interpreter may be in any state).
-            if (uwsgi.mywid > 0 && (uwsgi.workers[uwsgi.mywid].hijacked || uwsgi_worker_is_busy(uwsgi.mywid))) {
+            if (uwsgi.mywid > 0 && worker_busy_at_exit()) {
                 glue::log_busy_exit_line();
                 return;
             }
