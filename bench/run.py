@@ -72,11 +72,14 @@ CONFIGS = [
 # cold stop phase (workers that served only COLD_REQUESTS_PER_WORKER requests each before the stop).
 # Quick mode skips the django stop phase and both cold stops to stay within 2 minutes on 2 cores.
 DURATIONS = {
-    "quick": {"gcheavy": {"load_s": 4, "cycles_s": 1, "warm_s": 2, "stop": True, "cold_stop": False, "rounds": 0},
-              "django": {"load_s": 3, "cycles_s": 1, "warm_s": 2, "stop": False, "cold_stop": False, "rounds": 0}},
-    "full": {"gcheavy": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True, "rounds": 5,
-                         "round_s": 4},
-             "django": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True, "rounds": 0}},
+    "quick": {"gcheavy": {"load_s": 4, "cycles_s": 1, "warm_s": 2, "stop": True, "cold_stop": False,
+                          "rounds": 0, "round_s": 4},
+              "django": {"load_s": 3, "cycles_s": 1, "warm_s": 2, "stop": False, "cold_stop": False,
+                         "rounds": 0, "round_s": 4}},
+    "full": {"gcheavy": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True,
+                         "rounds": 5, "round_s": 4},
+             "django": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True,
+                        "rounds": 0, "round_s": 4}},
 }
 # "rounds": the interleaved throughput phase (throughput_rounds): every configuration started at
 # once, `round_s` of load on each in turn, `rounds` times; its medians are the req/s the ratios use,
@@ -260,6 +263,11 @@ class CpuAccount:
             "foreign_cpu_pct": round(max(0.0, 100.0 * (host - ours) / cap), 1) if cap else None,
             "group_cpu_s": group / CLK_TCK,
         }
+
+
+def cpu_ms_per_request(account, wrk):
+    """uWSGI's CPU (a CpuAccount.finish() result) per request wrk got answered, in ms."""
+    return 1000.0 * account["group_cpu_s"] / wrk["requests"] if wrk["requests"] else None
 
 
 def group_pss_mb(pids):
@@ -453,7 +461,7 @@ def main_phase(app, config, args, durations, plugin, logdir):
         w = run_wrk(u.url(APPS[app]["path"]), durations["load_s"], APPS[app]["wrk_script"], on_tick=tick)
         res.update(acct.finish())
         # uWSGI's own CPU per request: unlike req/s, barely moved by other processes on the host
-        res["cpu_ms_per_request"] = 1000.0 * res["group_cpu_s"] / w["requests"] if w["requests"] else None
+        res["cpu_ms_per_request"] = cpu_ms_per_request(res, w)
         if res["foreign_cpu_pct"] is not None and res["foreign_cpu_pct"] > FOREIGN_CPU_WARN_PCT:
             res.setdefault("notes", []).append(
                 "%.0f%% of the host's CPU went to other processes during the load: req/s is unreliable"
@@ -527,7 +535,7 @@ def throughput_rounds(app, configs, workers, plugin, logdir, rounds, seconds, wa
                 samples[name].append({
                     "rps": w["rps"], "p99_ms": w["p99_ms"], "requests": w["requests"],
                     "errors": w["socket_errors"] + w["non_2xx"],
-                    "cpu_ms_per_request": 1000.0 * cpu["group_cpu_s"] / w["requests"] if w["requests"] else None,
+                    "cpu_ms_per_request": cpu_ms_per_request(cpu, w),
                     "foreign_cpu_pct": cpu["foreign_cpu_pct"],
                 })
             log("throughput round %d/%d: %s" % (r + 1, rounds, ", ".join(
@@ -867,7 +875,6 @@ def main(argv=None):
                     d[key] = val
             if args.rounds is not None:
                 d["rounds"] = args.rounds
-                d.setdefault("round_s", 4)
             results.setdefault("durations", {})[app] = d
             a = {"app": app, "wsgi_file": str(APPS[app]["wsgi_file"].relative_to(REPO)),
                  "description": APPS[app]["description"], "workers": args.workers,
