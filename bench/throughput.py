@@ -5,7 +5,7 @@ slow moment of the host or a drift of the CPU clock spreads over all configurati
 landing on one. Reports, per configuration, the median req/s and the median uWSGI CPU per request
 over the rounds, and the ratios of cowguard against the recipes.
 
-  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/throughput.py [--rounds 5] [--seconds 5]
+  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/throughput.py [--rounds 5] [--seconds 4]
 
 Writes bench/results/<YYYYmmdd-HHMMSS>-throughput/throughput.json and prints a markdown table.
 The rounds themselves are bench/run.py's throughput_rounds(), which `make bench` also runs.
@@ -49,8 +49,9 @@ def table(figures):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--app", default="gcheavy", choices=sorted(run.APPS))
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5)
+    full = run.DURATIONS["full"]["gcheavy"]  # the same rounds as `make bench`
+    ap.add_argument("--rounds", type=int, default=full["rounds"])
+    ap.add_argument("--seconds", type=int, default=full["round_s"])
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args(argv)
     plugin, why = run.plugin_status()
