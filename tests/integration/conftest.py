@@ -108,8 +108,9 @@ class Uwsgi:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
         return sorted(int(p) for p in out.stdout.split())
 
-    def every_worker(self, path, workers, timeout=30, concurrency=8):
-        """Asks `path` (a JSON endpoint returning {"pid": ...}) until each of `workers` pids answered."""
+    def every_worker(self, path, workers, timeout=30, concurrency=8, on_answer=None):
+        """Asks `path` (a JSON endpoint returning {"pid": ...}) until each of `workers` pids answered;
+        returns each pid's first answer. `on_answer(doc)` sees every answer, in order."""
         import concurrent.futures
         seen = {}
         deadline = time.monotonic() + timeout
@@ -118,6 +119,8 @@ class Uwsgi:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"only {len(seen)} of {workers} workers answered:\n{self.log()}")
                 for doc in ex.map(lambda _: self.get_json(path), range(concurrency)):
+                    if on_answer:
+                        on_answer(doc)
                     seen.setdefault(doc["pid"], doc)
         return seen
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import stat
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -311,7 +312,6 @@ def test_report_dir_must_be_a_directory(uwsgi, tmp_path, what):
 def test_report_dir_checked_after_the_privilege_drop(uwsgi, tmp_path, case):
     """uWSGI runs as root here and drops to nobody (--uid): a directory nobody cannot write to, or
     cannot even reach, is refused before the app loads, rather than failing in every worker at exit."""
-    import tempfile
     # pytest's tmp_path sits under a 0700 directory: "unreachable" uses it as is.
     base = Path(tempfile.mkdtemp(prefix="cg-uid-", dir="/tmp")) if case == "root-only" else tmp_path
     try:
