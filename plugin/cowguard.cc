@@ -426,8 +426,8 @@ struct PluginTableInit {
         };
         cowguard_plugin.atexit = [] {
             if (!state().active) return;
-            // Like the python plugin: nothing for a worker that exits in the middle of a request
-            // (uWSGI's SIGSEGV handler calls exit(), the interpreter may be in any state).
+            // Like the python plugin, no exit work for a busy worker (uWSGI's SIGSEGV handler calls
+            // exit(), the interpreter may be in any state): only a line that says so.
             if (uwsgi.mywid > 0 && worker_busy_at_exit()) {
                 glue::log_busy_exit_line();
                 return;
