@@ -6,6 +6,7 @@
 //   python post_fork (wrapped)  worker, mule, spooler   worker GC policy, slot
 //   cowguard_after_request      worker, each request    counters; GC state check under gc=off
 //   python atexit (wrapped)     worker, mule, spooler   fast exit
+//   master_cleanup  master, before a reload's exec, at exit   the stats thread finishes its clients
 // uWSGI calls a generic plugin's post_fork only in workers, and after_request only for the
 // request's own plugin, so cowguard wraps the python plugin's hook pointers and registers
 // exported symbols in uWSGI's call-post-app and after-request-hook lists.
@@ -418,6 +419,8 @@ struct PluginTableInit {
         cowguard_plugin.init = cowguard_init;
         cowguard_plugin.post_init = cowguard_post_init;
         cowguard_plugin.master_cycle = [] { if (state().active) glue::master_cycle(); };
+        // uWSGI calls it in the master before a reload closes every descriptor, and at its exit.
+        cowguard_plugin.master_cleanup = [] { if (state().active) glue::stats_cleanup(); };
         // In the master in every mode (lazy-apps included), after the apps it loads and before the fork.
         cowguard_plugin.postinit_apps = [] {
             if (!state().active || uwsgi.mywid != 0) return;

@@ -32,6 +32,9 @@ namespace {
 
 std::unique_ptr<Sampler> g_sampler;
 std::unique_ptr<StatsServer> g_server;
+// Never destroyed: every process the master forks afterwards has a copy of it, and a joinable
+// std::thread destroyed at a worker's exit() would abort that worker.
+std::thread* g_server_thread = nullptr;
 bool g_started = false;
 std::atomic<int64_t> g_pss_total{0};
 std::atomic<int64_t> g_frozen_metric{0};
@@ -232,9 +235,18 @@ void master_cycle() {
         cfg.http = uwsgi.stats_http;
         cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
         g_server = std::make_unique<StatsServer>(cfg, build_document);
-        std::thread([] { g_server->run(); }).detach();
+        g_server_thread = new std::thread([] { g_server->run(); });
         log_line("stats server on %s now serves uWSGI's document with cowguard's figures", uwsgi.stats);
     }
+}
+
+void stats_cleanup() {
+    // Before a graceful reload closes every descriptor and execs, and at the master's exit: a
+    // client in the middle of a document gets the rest of it (within the server's drain time)
+    // instead of a connection closed under it.
+    if (!g_server_thread || !g_server_thread->joinable() || getpid() != uwsgi.workers[0].pid) return;
+    g_server->stop();
+    g_server_thread->join();
 }
 
 void log_busy_exit_line() {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <map>
@@ -112,8 +113,23 @@ void StatsServer::run() {
     };
 
     epoll_event events[64];
-    while (!stopping_ && !listen_failed) {
-        int n = epoll_wait(ep, events, 64, accept_paused_until ? kAcceptPauseMs : 1000);
+    int64_t drain_until = -1;  // set at stop(): no new clients, the documents in flight finish
+    while (!listen_failed) {
+        if (stopping_ && drain_until < 0) {
+            drain_until = now_ms() + cfg_.drain_ms;
+            epoll_ctl(ep, EPOLL_CTL_DEL, cfg_.listen_fd, nullptr);
+            accept_paused_until = 0;
+            for (auto it = clients.begin(); it != clients.end();) {
+                int fd = it->first;
+                bool reading = it->second.reading;
+                ++it;
+                if (reading) drop(fd);
+            }
+        }
+        if (drain_until >= 0 && (clients.empty() || now_ms() >= drain_until)) break;
+        int wait_ms = drain_until >= 0 ? static_cast<int>(std::max<int64_t>(0, drain_until - now_ms()))
+                                       : accept_paused_until ? kAcceptPauseMs : 1000;
+        int n = epoll_wait(ep, events, 64, wait_ms);
         if (n < 0 && errno != EINTR) break;
         if (accept_paused_until && now_ms() >= accept_paused_until) {
             accept_paused_until = 0;
@@ -121,7 +137,11 @@ void StatsServer::run() {
         }
         for (int i = 0; i < n; i++) {
             int fd = events[i].data.fd;
-            if (fd == wake) continue;
+            if (fd == wake) {
+                uint64_t v;
+                (void)!read(wake, &v, sizeof(v));  // level-triggered: would wake every loop while draining
+                continue;
+            }
             if (fd == cfg_.listen_fd) {
                 if (events[i].events & (EPOLLERR | EPOLLHUP)) {
                     listen_failed = true;

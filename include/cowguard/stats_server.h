@@ -14,6 +14,7 @@ struct StatsServerConfig {
     bool http = false;        // stats-http: read the request first, answer with HTTP/1.0 headers
     int timeout_s = 4;        // per client, like uWSGI's socket-timeout
     int max_clients = 1024;   // more at once are closed on accept
+    int drain_ms = 1000;      // after stop(): how long documents already being sent may take
 };
 
 class StatsServer {
@@ -21,10 +22,12 @@ public:
     using DocumentFn = std::function<std::string()>;
     StatsServer(StatsServerConfig cfg, DocumentFn document) : cfg_(cfg), document_(std::move(document)) {}
 
-    // The event loop; returns when stop() is called or the listening socket fails (an error
-    // other than running out of descriptors or memory, which only pauses accepting).
+    // The event loop; returns after stop() or when the listening socket fails (an error other
+    // than running out of descriptors or memory, which only pauses accepting).
     void run();
-    // From any thread; safe before, during and after run().
+    // From any thread; safe before, during and after run(). run() stops accepting, drops the
+    // clients whose request it is still reading, lets the documents already being sent finish
+    // (for at most drain_ms), then returns: a client is never cut off in the middle of one.
     void stop();
 
     // Figures for tests and the stats: documents served, clients dropped at their deadline.

@@ -486,6 +486,40 @@ START_TEST(stop_ends_run) {
 }
 END_TEST
 
+// stop() while a document is being sent (a unix client with a small buffer that has not read
+// yet): the client still gets the whole document, then run() returns.
+START_TEST(stop_lets_a_document_in_flight_finish) {
+    std::string path = unix_path();
+    Running srv(unix_listener(path), false);
+    int c = connect_unix(path, 4096);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the server is waiting for room
+    srv.server->stop();
+    ReadResult r = read_all(c, 3);
+    expect_document(r, 1, false);
+    close(c);
+    srv.stop();
+    unlink(path.c_str());
+}
+END_TEST
+
+// The drain after stop() is bounded: a client that never reads holds run() for drain_ms only.
+START_TEST(stop_drain_is_bounded) {
+    std::string path = unix_path();
+    Running srv(unix_listener(path), false, 30);
+    int c = connect_unix(path, 4096);  // never reads
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto t0 = Clock::now();
+    srv.stop();
+    double took = seconds_since(t0);
+    ck_assert_msg(took >= 0.9 && took < 1.5, "run() returned %.3f s after stop() (drain_ms 1000)", took);
+    ReadResult r = read_all(c, 2);
+    ck_assert(r.eof || r.reset);  // cut only at the drain's end
+    ck_assert_uint_lt(r.data.size(), document(1).size());
+    close(c);
+    unlink(path.c_str());
+}
+END_TEST
+
 START_TEST(stop_before_run) {
     int port;
     int fd = tcp_listener(port);
@@ -599,6 +633,8 @@ int main() {
     TCase* stop = tcase_create("stop");
     tcase_set_timeout(stop, 30);
     tcase_add_test(stop, stop_ends_run);
+    tcase_add_test(stop, stop_lets_a_document_in_flight_finish);
+    tcase_add_test(stop, stop_drain_is_bounded);
     tcase_add_test(stop, stop_before_run);
     tcase_add_test(stop, listen_failure_ends_run);
     tcase_add_test(stop, stop_after_run_writes_nowhere);
