@@ -30,6 +30,7 @@ extern "C" {
 #include "cowguard/options.h"
 #include "cowguard/procfs.h"
 #include "cowguard/pymodule.h"
+#include "cowguard/immortalize.h"
 #include "cowguard/python_version.h"
 #include "cowguard/warmup.h"
 #include "cowguard/worker_slot.h"
@@ -98,6 +99,7 @@ void (*g_python_atexit)(void) = nullptr;
 std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main first
 
 gc::FreezeResult g_freeze;  // the master's freeze (or this worker's, with lazy-apps)
+ImmortalizePlan g_immortalize;  // decided at init
 
 [[noreturn]] void fail(const std::string& line) {
     uwsgi_log("[cowguard] %s\n", line.c_str());
@@ -254,6 +256,10 @@ int cowguard_init() {
     }
     find_python_plugin();
     check_python_version();
+    g_immortalize = plan_immortalize(g_settings.immortalize, immortal::supported(),
+                                     std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")), g_settings.freeze,
+                                     lazy_mode());
+    if (g_immortalize.error) fail(*g_immortalize.error);
     pymodule::register_module();  // before Py_Initialize, which the python plugin's init runs next
 
     gc::set_logger(glue::log_line);
@@ -298,10 +304,16 @@ void cowguard_post_init() {
 }
 
 void log_policy(const char* where) {
-    log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection); "
+    char immortal[160];
+    if (g_immortalize.run)
+        snprintf(immortal, sizeof(immortal), "immortalized %llu objects in %.1f ms",
+                 static_cast<unsigned long long>(state().immortal_objects), state().immortalize_ms);
+    else
+        snprintf(immortal, sizeof(immortal), "immortalize %s", g_immortalize.why.c_str());
+    log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection), %s; "
              "workers: gc %s, guard %s, fast exit %s",
              where, static_cast<unsigned long long>(g_freeze.frozen), g_freeze.ms, g_freeze.interpreters,
-             g_freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_freeze.collected),
+             g_freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_freeze.collected), immortal,
              describe_policy(g_settings.gc, g_settings.thresholds).c_str(), guard_name(g_settings.guard),
              g_settings.fast_exit ? "on" : "off");
 }
@@ -369,6 +381,12 @@ void cowguard_post_app(void) {
     g_freeze = gc::freeze_all(g_interps);
     state().frozen_objects = g_freeze.frozen;
     state().freeze_ms = g_freeze.ms;
+    if (g_immortalize.run) {
+        immortal::Result im = immortal::immortalize_all(g_interps);
+        state().immortal_objects = im.objects;
+        state().immortalize_ms = im.ms;
+        pymodule::set_immortalized(im.objects, im.ms);
+    }
     if (in_worker) {
         WorkerSlot* slot = my_slot();
         gc::set_slot(slot);

@@ -147,6 +147,8 @@ std::string build_document() {
     top.options = describe_settings(s.settings);
     top.frozen_objects = s.frozen_objects;
     top.freeze_ms = s.freeze_ms;
+    top.immortal_objects = s.immortal_objects;
+    top.immortalize_ms = s.immortalize_ms;
     top.warmup_ms = s.warmup_ms;
     top.master_ok = snap.master_ok;
     top.master_rss = snap.master.rss;

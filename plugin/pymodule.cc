@@ -13,6 +13,8 @@ namespace cowguard::pymodule {
 namespace {
 
 const WorkerSlot* g_slot = nullptr;
+uint64_t g_immortal_objects = 0;
+double g_immortalize_ms = 0;
 
 // Python so it reads like what a user would write; kept out of any request path.
 constexpr const char kDjangoWarmup[] = R"PY(
@@ -89,6 +91,8 @@ PyObject* py_stats(PyObject*, PyObject*) {
     };
     put("pid", PyLong_FromLong(getpid()));
     put("version", PyUnicode_FromString(COWGUARD_VERSION));
+    put("immortal_objects", PyLong_FromUnsignedLongLong(g_immortal_objects));
+    put("immortalize_ms", PyFloat_FromDouble(g_immortalize_ms));
     if (!g_slot) return d;
     const WorkerSlot& s = *g_slot;
     auto u = [](const std::atomic<uint64_t>& a) { return PyLong_FromUnsignedLongLong(a.load(std::memory_order_relaxed)); };
@@ -159,5 +163,10 @@ PyObject* init_module() {
 
 void register_module() { PyImport_AppendInittab("cowguard", init_module); }
 void set_slot(const WorkerSlot* slot) { g_slot = slot; }
+
+void set_immortalized(uint64_t objects, double ms) {
+    g_immortal_objects = objects;
+    g_immortalize_ms = ms;
+}
 
 }  // namespace cowguard::pymodule

@@ -135,6 +135,8 @@ json_t* top_object(const TopFigures& top) {
     bool ok = put(o.get(), "version", json_text(top.version)) && put(o.get(), "options", options.release()) &&
               put(o.get(), "frozen_objects", json_u64(top.frozen_objects)) &&
               put(o.get(), "freeze_ms", json_double(top.freeze_ms)) &&
+              put(o.get(), "immortal_objects", json_u64(top.immortal_objects)) &&
+              put(o.get(), "immortalize_ms", json_double(top.immortalize_ms)) &&
               put(o.get(), "warmup_ms", json_double(top.warmup_ms));
     if (ok && top.master_ok) {
         JsonPtr master(json_object());

@@ -17,6 +17,8 @@ struct State {
     // The freeze: in the master, or this worker's own with lazy-apps.
     uint64_t frozen_objects = 0;
     double freeze_ms = 0;
+    uint64_t immortal_objects = 0;  // cowguard-immortalize: objects made immortal after the freeze
+    double immortalize_ms = 0;
     double warmup_ms = 0;
 };
 

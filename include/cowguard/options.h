@@ -14,6 +14,7 @@ namespace cowguard {
 enum class GcPolicy { Young, Off, Thresholds };
 enum class GuardMode { Block, Warn, Allow };
 enum class WarmupErrors { Fatal, Log };
+enum class Immortalize { Auto, On, Off };
 
 // -1 means "leave this generation's threshold as CPython has it".
 struct GcThresholds {
@@ -30,6 +31,7 @@ struct Settings {
     bool enabled = true;
     bool freeze = true;
     bool collect_before_freeze = true;
+    Immortalize immortalize = Immortalize::Auto;  // auto: on where the Python has immortal objects
     GcPolicy gc = GcPolicy::Young;
     GcThresholds thresholds = kYoungThresholds;  // effective thresholds for Young/Thresholds
     GuardMode guard = GuardMode::Block;
@@ -72,6 +74,20 @@ bool parse_guard(const std::string& v, GuardMode& out);
 bool parse_megabytes(const std::string& v, uint64_t& out);
 bool parse_interval(const std::string& v, double& out);
 bool parse_warmup(const std::string& v);
+
+bool parse_immortalize(const std::string& v, Immortalize& out);
+
+// Whether to make the frozen heap immortal in this uWSGI, from cowguard-immortalize and what
+// the process can do: `supported` (this Python has immortal objects), `python` (its version, for
+// the lines), cowguard-freeze, lazy-apps. Either `error` (the one startup line that refuses) or
+// `run` with `why`: the words the startup line says about it.
+struct ImmortalizePlan {
+    bool run = false;
+    std::string why;
+    std::optional<std::string> error;
+};
+ImmortalizePlan plan_immortalize(Immortalize mode, bool supported, const std::string& python, bool freeze, bool lazy);
+const char* immortalize_name(Immortalize m);
 
 // The value as the user wrote it, control characters as \xNN: error and note lines stay on one line.
 std::string printable(const std::string& v);

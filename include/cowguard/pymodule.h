@@ -2,6 +2,8 @@
 // cow_report() (what this process copied), django_warmup() (a ready warmup callable).
 #pragma once
 
+#include <cstdint>
+
 #include "cowguard/worker_slot.h"
 
 namespace cowguard::pymodule {
@@ -11,5 +13,8 @@ void register_module();
 
 // Where stats() reads this process's figures (nullptr in the master).
 void set_slot(const WorkerSlot* slot);
+
+// What cowguard-immortalize did before the fork (stats() reports it in every process).
+void set_immortalized(uint64_t objects, double ms);
 
 }  // namespace cowguard::pymodule

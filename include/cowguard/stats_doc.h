@@ -37,6 +37,8 @@ struct TopFigures {
     std::vector<std::pair<std::string, std::string>> options;  // effective options, name -> value as text
     uint64_t frozen_objects = 0;
     double freeze_ms = 0;
+    uint64_t immortal_objects = 0;
+    double immortalize_ms = 0;
     double warmup_ms = 0;
     double sampler_interval_s = 0;  // the sampler's effective interval (stretched to stay under 1% of a core)
     double sampler_round_ms = 0;    // how long its last round took
@@ -59,7 +61,8 @@ struct TopFigures {
 //        "gc":{"enabled","thresholds":[t0,t1,t2],"frozen","collections":[g0,g1,g2],
 //              "collected","uncollectable","time_ms","blocked_calls","restored"}}  <- only when gc_ok
 // A top-level "cowguard" object is appended:
-//   {"version","options":{name:value,...},"frozen_objects","freeze_ms","warmup_ms",
+//   {"version","options":{name:value,...},"frozen_objects","freeze_ms","immortal_objects",
+//    "immortalize_ms","warmup_ms",
 //    "master":{"rss","uss","pss","shared"} (only when master_ok),"totals":{"pss","shared_fraction_avg"},
 //    "sampler":{"interval_s","round_ms","rounds"}}
 //

@@ -86,6 +86,8 @@ TopFigures top_figures() {
     t.options = {{"cowguard-gc", "young (thresholds 50000,20,100)"}, {"cowguard-guard", "block"}};
     t.frozen_objects = 123456;
     t.freeze_ms = 12.5;
+    t.immortal_objects = 654321;
+    t.immortalize_ms = 250.5;
     t.warmup_ms = 40;
     t.master_ok = true;
     t.master_rss = 31000000;
@@ -223,8 +225,8 @@ START_TEST(top_level_cowguard_object) {
     json_t* cg = json_object_get(doc.get(), "cowguard");
     ck_assert(json_is_object(cg));
     std::vector<std::string> keys = keys_of(cg);
-    std::vector<std::string> expected = {"version", "options", "frozen_objects", "freeze_ms", "warmup_ms", "master", "totals",
-                                         "sampler"};
+    std::vector<std::string> expected = {"version", "options", "frozen_objects", "freeze_ms", "immortal_objects",
+                                         "immortalize_ms", "warmup_ms", "master", "totals", "sampler"};
     ck_assert_uint_eq(keys.size(), expected.size());
     for (size_t i = 0; i < keys.size(); i++) ck_assert_str_eq(keys[i].c_str(), expected[i].c_str());
     ck_assert_str_eq(json_string_value(json_object_get(cg, "version")), "0.1.0");
@@ -233,6 +235,8 @@ START_TEST(top_level_cowguard_object) {
     ck_assert_str_eq(json_string_value(json_object_get(options, "cowguard-guard")), "block");
     ck_assert_int_eq(int_at(cg, "frozen_objects"), 123456);
     ck_assert_double_eq_tol(json_number_value(json_object_get(cg, "freeze_ms")), 12.5, 1e-12);
+    ck_assert_int_eq(int_at(cg, "immortal_objects"), 654321);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(cg, "immortalize_ms")), 250.5, 1e-12);
     ck_assert_double_eq_tol(json_number_value(json_object_get(cg, "warmup_ms")), 40, 1e-12);
     json_t* master = json_object_get(cg, "master");
     ck_assert_int_eq(int_at(master, "rss"), 31000000);

@@ -1,0 +1,101 @@
+// Immortalizes the frozen heap. See include/cowguard/immortalize.h; the CPython-internal lines
+// are in immortal.c.
+#include "cowguard/immortalize.h"
+
+#include <ctime>
+
+#include "cowguard/frozen_walk.h"
+#include "cowguard/immortal.h"
+
+namespace cowguard::immortal {
+
+namespace {
+
+double now_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+}
+
+struct Walk {
+    std::vector<PyObject*> pending;  // made immortal, referents not walked yet
+    Result r;
+};
+
+// A referent: made immortal and queued unless it is GC-tracked (see the header) or already immortal,
+// which is also what marks it as seen.
+void reach(PyObject* op, Walk& w) {
+    if (!op || (PyObject_IS_GC(op) && PyObject_GC_IsTracked(op))) return;
+    if (!cowguard_make_immortal(op)) return;
+    w.r.objects++;
+    w.pending.push_back(op);
+}
+
+int visit_referent(PyObject* op, void* arg) {
+    reach(op, *static_cast<Walk*>(arg));
+    return 0;
+}
+
+void walk_referents(PyObject* op, Walk& w) {
+    PyTypeObject* type = Py_TYPE(op);
+    // PyObject_IS_GC, not the type's flag: static types have type's tp_traverse but no GC header.
+    if (type->tp_traverse && PyObject_IS_GC(op)) type->tp_traverse(op, visit_referent, &w);
+    if (PyDict_Check(op)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(op, &pos, &key, &value)) reach(key, w);
+    } else if (PyCode_Check(op)) {
+        PyCodeObject* co = reinterpret_cast<PyCodeObject*>(op);
+        for (PyObject* field : {co->co_consts, co->co_names, co->co_localsplusnames, co->co_localspluskinds,
+                                co->co_filename, co->co_name, co->co_qualname, co->co_linetable, co->co_exceptiontable})
+            reach(field, w);
+    } else if (PyUnicode_CheckExact(op)) {
+        PyObject_Hash(op);  // cached in the object: no Python code for an exact str
+        w.r.hashed++;
+    } else if (PyType_Check(op) && PyType_HasFeature(reinterpret_cast<PyTypeObject*>(op), Py_TPFLAGS_HEAPTYPE)) {
+        PyHeapTypeObject* ht = reinterpret_cast<PyHeapTypeObject*>(op);
+        for (PyObject* field : {ht->ht_name, ht->ht_qualname, ht->ht_slots}) reach(field, w);
+#if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Type_AssignVersionTag(reinterpret_cast<PyTypeObject*>(op))) w.r.types++;
+#endif
+    }
+}
+
+void visit_frozen(void* ctx, PyObject* op) {
+    Walk& w = *static_cast<Walk*>(ctx);
+    if (cowguard_make_immortal(op)) {
+        w.r.objects++;
+        w.r.frozen++;
+    }
+    // Its referents even when it already was immortal: one made so by an earlier walk may have
+    // gained new referents since.
+    w.pending.push_back(op);
+    while (!w.pending.empty()) {
+        PyObject* next = w.pending.back();
+        w.pending.pop_back();
+        walk_referents(next, w);
+    }
+}
+
+}  // namespace
+
+bool supported() { return cowguard_immortal_supported() != 0; }
+
+bool is_immortal(PyObject* op) { return cowguard_is_immortal(op) != 0; }
+
+Result immortalize_all(const std::vector<PyThreadState*>& interps) {
+    Walk w;
+    double t0 = now_ms();
+    if (supported()) {
+        PyThreadState* prev = PyThreadState_Get();
+        for (PyThreadState* ts : interps) {
+            if (ts != PyThreadState_Get()) PyThreadState_Swap(ts);
+            cowguard_walk_frozen(visit_frozen, &w);
+        }
+        if (prev != PyThreadState_Get()) PyThreadState_Swap(prev);
+    }
+    w.r.ms = now_ms() - t0;
+    return w.r;
+}
+
+}  // namespace cowguard::immortal
