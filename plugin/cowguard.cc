@@ -303,6 +303,22 @@ void cowguard_post_init() {
                  "cowguard freezes in each worker after its app loads");
 }
 
+// What the python plugin reuses for every request of each app and core (its default env allocator):
+// the argument tuple it refills with PyTuple_SetItem, and the environ dict it clears.
+std::vector<PyObject*> uwsgi_reused_objects() {
+    std::vector<PyObject*> out;
+    struct uwsgi_worker& w = uwsgi.workers[uwsgi.mywid];
+    for (int i = 0; i < w.apps_cnt; i++) {
+        struct uwsgi_app& app = w.apps[i];
+        if (app.modifier1 != g_python_index) continue;
+        for (int c = 0; c < uwsgi.cores; c++) {
+            if (app.args && app.args[c]) out.push_back(static_cast<PyObject*>(app.args[c]));
+            if (app.environ && app.environ[c]) out.push_back(static_cast<PyObject*>(app.environ[c]));
+        }
+    }
+    return out;
+}
+
 void log_policy(const char* where) {
     char immortal[160];
     if (g_immortalize.run)
@@ -382,7 +398,7 @@ void cowguard_post_app(void) {
     state().frozen_objects = g_freeze.frozen;
     state().freeze_ms = g_freeze.ms;
     if (g_immortalize.run) {
-        immortal::Result im = immortal::immortalize_all(g_interps);
+        immortal::Result im = immortal::immortalize_all(g_interps, uwsgi_reused_objects());
         state().immortal_objects = im.objects;
         state().immortalize_ms = im.ms;
         pymodule::set_immortalized(im.objects, im.ms);

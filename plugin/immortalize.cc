@@ -2,6 +2,7 @@
 // are in immortal.c.
 #include "cowguard/immortalize.h"
 
+#include <algorithm>
 #include <ctime>
 
 #include "cowguard/frozen_walk.h"
@@ -19,13 +20,18 @@ double now_ms() {
 
 struct Walk {
     std::vector<PyObject*> pending;  // made immortal, referents not walked yet
+    std::vector<PyObject*> keep_mortal;  // sorted
     Result r;
+
+    bool kept_mortal(PyObject* op) const {
+        return !keep_mortal.empty() && std::binary_search(keep_mortal.begin(), keep_mortal.end(), op);
+    }
 };
 
 // A referent: made immortal and queued unless it is GC-tracked (see the header) or already immortal,
 // which is also what marks it as seen.
 void reach(PyObject* op, Walk& w) {
-    if (!op || (PyObject_IS_GC(op) && PyObject_GC_IsTracked(op))) return;
+    if (!op || (PyObject_IS_GC(op) && PyObject_GC_IsTracked(op)) || w.kept_mortal(op)) return;
     if (!cowguard_make_immortal(op)) return;
     w.r.objects++;
     w.pending.push_back(op);
@@ -63,6 +69,7 @@ void walk_referents(PyObject* op, Walk& w) {
 
 void visit_frozen(void* ctx, PyObject* op) {
     Walk& w = *static_cast<Walk*>(ctx);
+    if (w.kept_mortal(op)) return;
     if (cowguard_make_immortal(op)) {
         w.r.objects++;
         w.r.frozen++;
@@ -83,8 +90,10 @@ bool supported() { return cowguard_immortal_supported() != 0; }
 
 bool is_immortal(PyObject* op) { return cowguard_is_immortal(op) != 0; }
 
-Result immortalize_all(const std::vector<PyThreadState*>& interps) {
+Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal) {
     Walk w;
+    w.keep_mortal = keep_mortal;
+    std::sort(w.keep_mortal.begin(), w.keep_mortal.end());
     double t0 = now_ms();
     if (supported()) {
         PyThreadState* prev = PyThreadState_Get();

@@ -17,6 +17,10 @@
 // Also done while walking, as CinderX's immortalize_heap does: the hash of every exact str is
 // computed, and every heap type gets its version tag, so workers do not write those on first use.
 //
+// `keep_mortal`: objects C code reuses and mutates only while it holds the one reference
+// (uWSGI's per-core WSGI argument tuple, refilled with PyTuple_SetItem, which refuses a tuple whose
+// count is not 1): they are neither made immortal nor walked through.
+//
 // Every function must be called with the GIL held. The walk of one interpreter is one call that
 // runs no Python code and allocates no Python object, so no other thread runs during it; between
 // interpreters (and after the freeze) others may: they only add young objects, which are skipped.
@@ -41,7 +45,7 @@ struct Result {
 bool supported();
 
 // `interps`: the app interpreters, main first (as gc::freeze_all takes them).
-Result immortalize_all(const std::vector<PyThreadState*>& interps);
+Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal);
 
 // Whether op is immortal (for the tests' module helpers).
 bool is_immortal(PyObject* op);
