@@ -6,10 +6,12 @@ frozen, their items untracked (made immortal through the referent walk).
 /read?seed=S  reads 1000 rows picked by random.Random(S); the answer depends only on S and the heap
 /state        {"pid", "python", "refcounts": {...}, "is_immortal": {...} (3.14: sys._is_immortal),
                "stats": cowguard.stats()}
+/unfreeze     calls gc.unfreeze() (the guard blocks it) and answers gc.get_freeze_count()
 /replace      rebuilds CACHE (a module-level dict of HEAP_ROWS / 10 entries) in this worker
 An atexit handler writes ATEXIT_DIR/<pid> (when set) at the worker's exit.
 """
 import atexit
+import gc
 import json
 import os
 import random
@@ -58,6 +60,9 @@ def application(env, start_response):
     path = env.get("PATH_INFO", "/")
     if path == "/state":
         body = state()
+    elif path == "/unfreeze":
+        gc.unfreeze()
+        body = {"pid": os.getpid(), "frozen": gc.get_freeze_count()}
     elif path == "/replace":
         CACHE = {f"key-{i}": (i, str(i)) for i in range(ROWS // 10)}
         body = {"pid": os.getpid(), "cache": len(CACHE)}

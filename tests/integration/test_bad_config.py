@@ -70,6 +70,8 @@ def documented_valid(option, value):
         return bool(re.fullmatch(ident + ":" + ident, value.strip()))
     if accepts == "fatal or log":
         return t in ("fatal", "log")
+    if accepts == "true, false or auto":
+        return t in BOOLS or t == "auto"
     if accepts.startswith("a directory path"):
         return bool(value.strip())
     if accepts.startswith("a uWSGI signal number"):
@@ -190,6 +192,9 @@ def extra_values(option):
         return ["0", "1", "255", "256"]
     if accepts == "true or false":
         return ["TRUE", " no ", "2"]
+    if accepts == "true, false or auto":
+        # Not "true": on a Python without immortal objects it refuses (test_immortal.py).
+        return [" AUTO ", "Off", "2", "sometimes"]
     if accepts.startswith("module:callable"):
         return ["os:getpid", "json.decoder:JSONDecoder", "os:", ":getpid", "os:getpid:x", "1os:getpid"]
     if accepts.startswith("a directory path"):
@@ -228,6 +233,7 @@ DUPLICATES = {
     "cowguard": ("false", "true", "true"),
     "cowguard-freeze": ("false", "true", "true"),
     "cowguard-collect-before-freeze": ("false", "true", "true"),
+    "cowguard-immortalize": ("true", "false", "false"),
     "cowguard-gc": ("off", "700, 10,10", "700,10,10"),
     "cowguard-guard": ("warn", "allow", "allow"),
     "cowguard-fast-exit": ("false", "true", "true"),
