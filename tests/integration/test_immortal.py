@@ -108,7 +108,8 @@ def test_answers_identical_and_atexit_handlers_run(uwsgi, tmp_path):
 def test_workers_reading_the_heap_stay_private_free(uwsgi, tmp_path):
     """Side by side, 300k rows, 2 workers each: with immortal objects a worker that reads the rows
     no longer copies their pages."""
-    seeds = iter(random.Random(14).randrange(1 << 30) for _ in range(1 << 20))
+    rng = random.Random(14)
+    seeds = iter(lambda: rng.randrange(1 << 30), None)
     runs = {value: start(uwsgi, tmp_path, 300000, extra=["--cowguard-immortalize", value]) for value in ("false", "true")}
     private_mb = {}
     for value, u in runs.items():
