@@ -50,6 +50,12 @@ APPS = {
         "wrk_script": None,
         "path": "/",
     },
+    "heapread": {
+        "wsgi_file": BENCH / "apps" / "heapread.py",
+        "description": "heapread: 300k-row heap (~100 MB); each request reads 1000 random rows (bench/immortal.py)",
+        "wrk_script": None,
+        "path": "/",
+    },
     "django": {
         "wsgi_file": BENCH / "apps" / "djangoproj" / "wsgi.py",
         "description": "Django 3.2 shop (SQLite, ORM + template inheritance); wrk rotates over 100 read-only pages",
