@@ -30,6 +30,7 @@ extern "C" {
 #include "cowguard/options.h"
 #include "cowguard/procfs.h"
 #include "cowguard/pymodule.h"
+#include "cowguard/fill_holes.h"
 #include "cowguard/immortalize.h"
 #include "cowguard/python_version.h"
 #include "cowguard/warmup.h"
@@ -100,6 +101,8 @@ std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main
 
 gc::FreezeResult g_freeze;  // the master's freeze (or this worker's, with lazy-apps)
 ImmortalizePlan g_immortalize;  // decided at init
+holes::Result g_holes;           // cowguard-fill-holes in the master
+bool g_fill_holes = false;
 
 [[noreturn]] void fail(const std::string& line) {
     uwsgi_log("[cowguard] %s\n", line.c_str());
@@ -260,6 +263,7 @@ int cowguard_init() {
                                      std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")), g_settings.freeze,
                                      lazy_mode());
     if (g_immortalize.error) fail(*g_immortalize.error);
+    g_fill_holes = plan_fill_holes(g_settings.fill_holes, g_immortalize.run, lazy_mode());
     pymodule::register_module();  // before Py_Initialize, which the python plugin's init runs next
 
     gc::set_logger(glue::log_line);
@@ -326,10 +330,16 @@ void log_policy(const char* where) {
                  static_cast<unsigned long long>(state().immortal_objects), state().immortalize_ms);
     else
         snprintf(immortal, sizeof(immortal), "immortalize %s", g_immortalize.why.c_str());
-    log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection), %s; "
+    char holes[160] = "";
+    if (g_fill_holes && g_holes.skipped.empty())
+        snprintf(holes, sizeof(holes), ", filled %llu pymalloc holes (%.1f MB) in %.1f ms",
+                 static_cast<unsigned long long>(g_holes.blocks), g_holes.bytes / 1048576.0, g_holes.ms);
+    else if (g_fill_holes)
+        snprintf(holes, sizeof(holes), ", holes not filled: %s", g_holes.skipped.c_str());
+    log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection), %s%s; "
              "workers: gc %s, guard %s, fast exit %s",
              where, static_cast<unsigned long long>(g_freeze.frozen), g_freeze.ms, g_freeze.interpreters,
-             g_freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_freeze.collected), immortal,
+             g_freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_freeze.collected), immortal, holes,
              describe_policy(g_settings.gc, g_settings.thresholds).c_str(), guard_name(g_settings.guard),
              g_settings.fast_exit ? "on" : "off");
 }
@@ -409,6 +419,7 @@ void cowguard_post_app(void) {
         gc::apply_worker_policy(g_interps, static_cast<int64_t>(g_freeze.frozen));
         if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
     } else {
+        if (g_fill_holes) g_holes = holes::fill();  // last before the fork: nothing allocates after it
         // Without a master, this process is worker 1 itself (and forks any other workers).
         log_policy(uwsgi.master_process ? "master" : "no master, before the workers start");
         if (g_settings.trim) trim_heap();

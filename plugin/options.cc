@@ -96,7 +96,9 @@ const std::vector<OptionSpec>& specs() {
         {"cowguard-collect-before-freeze", "true or false", false,
          [](const std::string& v, Settings& o) { return parse_bool(v, o.collect_before_freeze); }},
         {"cowguard-immortalize", "true, false or auto", false,
-         [](const std::string& v, Settings& o) { return parse_immortalize(v, o.immortalize); }},
+         [](const std::string& v, Settings& o) { return parse_toggle(v, o.immortalize); }},
+        {"cowguard-fill-holes", "true, false or auto", false,
+         [](const std::string& v, Settings& o) { return parse_toggle(v, o.fill_holes); }},
         {"cowguard-gc", "young, off or T0[,T1[,T2]] (integers 0..1000000000)", false,
          [](const std::string& v, Settings& o) { return parse_gc_policy(v, o.gc, o.thresholds); }},
         {"cowguard-guard", "block, warn or allow", false,
@@ -244,45 +246,50 @@ bool parse_interval(const std::string& v, double& out) {
     return true;
 }
 
-bool parse_immortalize(const std::string& v, Immortalize& out) {
+bool parse_toggle(const std::string& v, Toggle& out) {
     bool b;
-    if (lower(trim(v)) == "auto") out = Immortalize::Auto;
-    else if (parse_bool(v, b)) out = b ? Immortalize::On : Immortalize::Off;
+    if (lower(trim(v)) == "auto") out = Toggle::Auto;
+    else if (parse_bool(v, b)) out = b ? Toggle::On : Toggle::Off;
     else return false;
     return true;
 }
 
-const char* immortalize_name(Immortalize m) {
+const char* toggle_name(Toggle m) {
     switch (m) {
-        case Immortalize::Auto: return "auto";
-        case Immortalize::On: return "true";
-        case Immortalize::Off: return "false";
+        case Toggle::Auto: return "auto";
+        case Toggle::On: return "true";
+        case Toggle::Off: return "false";
     }
     return "?";
 }
 
-ImmortalizePlan plan_immortalize(Immortalize mode, bool supported, const std::string& python, bool freeze, bool lazy) {
+ImmortalizePlan plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze, bool lazy) {
     ImmortalizePlan p;
-    if (mode == Immortalize::Off) {
+    if (mode == Toggle::Off) {
         p.why = "off";
     } else if (!supported) {
-        if (mode == Immortalize::On)
+        if (mode == Toggle::On)
             p.error = "cowguard-immortalize: true needs a Python with immortal objects (3.12 or later, not "
                       "free-threaded); this uWSGI runs Python " + python + ": use auto or false";
         else
             p.why = "off (auto: Python " + python + " has no immortal objects)";
     } else if (!freeze) {
-        if (mode == Immortalize::On)
+        if (mode == Toggle::On)
             p.error = "cowguard-immortalize: true makes the frozen heap immortal and needs cowguard-freeze = true";
         else
             p.why = "off (auto: cowguard-freeze = false)";
-    } else if (lazy && mode == Immortalize::Auto) {
+    } else if (lazy && mode == Toggle::Auto) {
         p.why = "off (auto: lazy-apps, no heap is shared)";
     } else {
         p.run = true;
         p.why = "on";
     }
     return p;
+}
+
+bool plan_fill_holes(Toggle mode, bool immortalize_runs, bool lazy) {
+    if (lazy) return false;
+    return mode == Toggle::On || (mode == Toggle::Auto && immortalize_runs);
 }
 
 bool parse_warmup(const std::string& v) {
@@ -352,7 +359,8 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard", b(s.enabled)},
         {"cowguard-freeze", b(s.freeze)},
         {"cowguard-collect-before-freeze", b(s.collect_before_freeze)},
-        {"cowguard-immortalize", immortalize_name(s.immortalize)},
+        {"cowguard-immortalize", toggle_name(s.immortalize)},
+        {"cowguard-fill-holes", toggle_name(s.fill_holes)},
         {"cowguard-gc", gc},
         {"cowguard-guard", guard_name(s.guard)},
         {"cowguard-fast-exit", b(s.fast_exit)},

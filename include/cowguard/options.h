@@ -14,7 +14,7 @@ namespace cowguard {
 enum class GcPolicy { Young, Off, Thresholds };
 enum class GuardMode { Block, Warn, Allow };
 enum class WarmupErrors { Fatal, Log };
-enum class Immortalize { Auto, On, Off };
+enum class Toggle { Auto, On, Off };  // true, false or auto
 
 // -1 means "leave this generation's threshold as CPython has it".
 struct GcThresholds {
@@ -31,7 +31,8 @@ struct Settings {
     bool enabled = true;
     bool freeze = true;
     bool collect_before_freeze = true;
-    Immortalize immortalize = Immortalize::Auto;  // auto: on where the Python has immortal objects
+    Toggle immortalize = Toggle::Auto;  // auto: on where the Python has immortal objects
+    Toggle fill_holes = Toggle::Auto;   // auto: on where the heap is made immortal
     GcPolicy gc = GcPolicy::Young;
     GcThresholds thresholds = kYoungThresholds;  // effective thresholds for Young/Thresholds
     GuardMode guard = GuardMode::Block;
@@ -75,7 +76,7 @@ bool parse_megabytes(const std::string& v, uint64_t& out);
 bool parse_interval(const std::string& v, double& out);
 bool parse_warmup(const std::string& v);
 
-bool parse_immortalize(const std::string& v, Immortalize& out);
+bool parse_toggle(const std::string& v, Toggle& out);
 
 // Whether to make the frozen heap immortal in this uWSGI, from cowguard-immortalize and what
 // the process can do: `supported` (this Python has immortal objects), `python` (its version, for
@@ -86,8 +87,13 @@ struct ImmortalizePlan {
     std::string why;
     std::optional<std::string> error;
 };
-ImmortalizePlan plan_immortalize(Immortalize mode, bool supported, const std::string& python, bool freeze, bool lazy);
-const char* immortalize_name(Immortalize m);
+ImmortalizePlan plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze, bool lazy);
+const char* toggle_name(Toggle m);
+
+// Whether the master fills pymalloc's holes before the fork (cowguard-fill-holes): `true` does,
+// `auto` does where the heap is made immortal (where it was measured to pay), never with lazy-apps
+// (the master forks no app heap).
+bool plan_fill_holes(Toggle mode, bool immortalize_runs, bool lazy);
 
 // The value as the user wrote it, control characters as \xNN: error and note lines stay on one line.
 std::string printable(const std::string& v);

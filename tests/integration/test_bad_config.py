@@ -234,6 +234,7 @@ DUPLICATES = {
     "cowguard-freeze": ("false", "true", "true"),
     "cowguard-collect-before-freeze": ("false", "true", "true"),
     "cowguard-immortalize": ("true", "false", "false"),
+    "cowguard-fill-holes": ("false", "true", "true"),
     "cowguard-gc": ("off", "700, 10,10", "700,10,10"),
     "cowguard-guard": ("warn", "allow", "allow"),
     "cowguard-fast-exit": ("false", "true", "true"),

@@ -38,11 +38,11 @@ START_TEST(defaults) {
     ck_assert_int_eq(s.thresholds.t0, kYoungThresholds.t0);
     ck_assert(s.guard == GuardMode::Block);
     ck_assert(s.warmup_errors == WarmupErrors::Fatal);
-    ck_assert(s.immortalize == Immortalize::Auto);
+    ck_assert(s.immortalize == Toggle::Auto && s.fill_holes == Toggle::Auto);
     ck_assert_uint_eq(s.reload_on_uss_mb, 0);
     ck_assert(s.cow_report_dir.empty());
     // Every name is known, and only cowguard-warmup keeps a list.
-    ck_assert_uint_eq(option_names().size(), 18);
+    ck_assert_uint_eq(option_names().size(), 19);
     ck_assert_int_eq(s.cow_report_signal, 99);
     for (const auto& n : option_names()) ck_assert(option_is_list(n) == (n == "cowguard-warmup"));
     ck_assert(!option_is_list("cowguard-bogus"));
@@ -56,6 +56,7 @@ START_TEST(good_values) {
         {"cowguard-freeze", {"Off"}},
         {"cowguard-collect-before-freeze", {" 0 "}},
         {"cowguard-immortalize", {" Yes "}},
+        {"cowguard-fill-holes", {"Auto"}},
         {"cowguard-gc", {"700,10,10"}},
         {"cowguard-guard", {"WARN"}},
         {"cowguard-fast-exit", {"false"}},
@@ -74,7 +75,7 @@ START_TEST(good_values) {
     ck_assert_msg(!r.error, "%s", r.error ? r.error->c_str() : "");
     ck_assert(r.notes.empty());
     ck_assert(s.enabled && !s.freeze && !s.collect_before_freeze && !s.fast_exit && s.stats && s.trim);
-    ck_assert(s.immortalize == Immortalize::On);
+    ck_assert(s.immortalize == Toggle::On);
     ck_assert(s.gc == GcPolicy::Thresholds);
     ck_assert_int_eq(s.thresholds.t0, 700);
     ck_assert_int_eq(s.thresholds.t1, 10);
@@ -233,40 +234,47 @@ START_TEST(bad_early_value_is_an_error) {
 END_TEST
 
 START_TEST(immortalize_values_and_plan) {
-    Immortalize m = Immortalize::On;
-    ck_assert(parse_immortalize(" AUTO ", m) && m == Immortalize::Auto);
-    ck_assert(parse_immortalize("0", m) && m == Immortalize::Off);
-    ck_assert(parse_immortalize("true", m) && m == Immortalize::On);
+    Toggle m = Toggle::On;
+    ck_assert(parse_toggle(" AUTO ", m) && m == Toggle::Auto);
+    ck_assert(parse_toggle("0", m) && m == Toggle::Off);
+    ck_assert(parse_toggle("true", m) && m == Toggle::On);
     for (const char* bad : {"", "autom", "maybe", "2", "true false"}) ck_assert_msg(rejected("cowguard-immortalize", bad), "%s", bad);
     std::string e = error_of("cowguard-immortalize", {"sometimes"});
     ck_assert_str_eq(e.c_str(), "cowguard-immortalize: 'sometimes' is not valid; accepts true, false or auto");
 
     // A Python with immortal objects: auto and true run, false does not.
-    ImmortalizePlan p = plan_immortalize(Immortalize::Auto, true, "3.13.5", true, false);
+    ImmortalizePlan p = plan_immortalize(Toggle::Auto, true, "3.13.5", true, false);
     ck_assert(p.run && !p.error);
     ck_assert_str_eq(p.why.c_str(), "on");
-    ck_assert(plan_immortalize(Immortalize::On, true, "3.13.5", true, false).run);
-    p = plan_immortalize(Immortalize::Off, true, "3.13.5", true, false);
+    ck_assert(plan_immortalize(Toggle::On, true, "3.13.5", true, false).run);
+    p = plan_immortalize(Toggle::Off, true, "3.13.5", true, false);
     ck_assert(!p.run && !p.error);
     ck_assert_str_eq(p.why.c_str(), "off");
     // 3.11: auto is off and says why; true refuses, naming the Python.
-    p = plan_immortalize(Immortalize::Auto, false, "3.11.2", true, false);
+    p = plan_immortalize(Toggle::Auto, false, "3.11.2", true, false);
     ck_assert(!p.run && !p.error);
     ck_assert_str_eq(p.why.c_str(), "off (auto: Python 3.11.2 has no immortal objects)");
-    p = plan_immortalize(Immortalize::On, false, "3.11.2", true, false);
+    p = plan_immortalize(Toggle::On, false, "3.11.2", true, false);
     ck_assert(!p.run && p.error);
     ck_assert(p.error->rfind("cowguard-immortalize: true needs a Python with immortal objects", 0) == 0);
     ck_assert(p.error->find("Python 3.11.2") != std::string::npos && p.error->find('\n') == std::string::npos);
-    ck_assert(!plan_immortalize(Immortalize::Off, false, "3.11.2", true, false).error);
+    ck_assert(!plan_immortalize(Toggle::Off, false, "3.11.2", true, false).error);
     // Nothing frozen: nothing to make immortal.
-    ck_assert(!plan_immortalize(Immortalize::Auto, true, "3.13.5", false, false).run);
-    ck_assert(plan_immortalize(Immortalize::On, true, "3.13.5", false, false).error);
+    ck_assert(!plan_immortalize(Toggle::Auto, true, "3.13.5", false, false).run);
+    ck_assert(plan_immortalize(Toggle::On, true, "3.13.5", false, false).error);
     // lazy-apps: auto is off (nothing shared), true does as asked.
-    p = plan_immortalize(Immortalize::Auto, true, "3.14.8", true, true);
+    p = plan_immortalize(Toggle::Auto, true, "3.14.8", true, true);
     ck_assert(!p.run && p.why.find("lazy-apps") != std::string::npos);
-    ck_assert(plan_immortalize(Immortalize::On, true, "3.14.8", true, true).run);
-    std::string names = std::string(immortalize_name(Immortalize::Auto)) + immortalize_name(Immortalize::On) + immortalize_name(Immortalize::Off);
+    ck_assert(plan_immortalize(Toggle::On, true, "3.14.8", true, true).run);
+    std::string names = std::string(toggle_name(Toggle::Auto)) + toggle_name(Toggle::On) + toggle_name(Toggle::Off);
     ck_assert_str_eq(names.c_str(), "autotruefalse");
+    // cowguard-fill-holes: auto follows the immortal heap; never with lazy-apps.
+    ck_assert(plan_fill_holes(Toggle::Auto, true, false));
+    ck_assert(!plan_fill_holes(Toggle::Auto, false, false));
+    ck_assert(plan_fill_holes(Toggle::On, false, false));
+    ck_assert(!plan_fill_holes(Toggle::Off, true, false));
+    ck_assert(!plan_fill_holes(Toggle::On, true, true));
+    ck_assert(rejected("cowguard-fill-holes", "sometimes") && rejected("cowguard-fill-holes", ""));
 }
 END_TEST
 

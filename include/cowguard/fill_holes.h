@@ -1,0 +1,34 @@
+// cowguard-fill-holes: the collection before the freeze frees objects scattered through pymalloc's
+// pools; a worker would put its own new objects into those holes and so copy pages of the shared
+// heap. Right before the fork the master takes every free block of every pool in use (as many
+// blocks of each size class as _PyObject_DebugMallocStats reports "avail"), and keeps them for
+// its lifetime: the workers' new objects then land on fresh pools. No-op without pymalloc
+// (PYTHONMALLOC=malloc). glibc malloc's free lists are left alone (measured not to matter).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include <stdio.h>
+/* _PyObject_DebugMallocStats(out): 0 when pymalloc is not in use. GIL held. (pymalloc_report.c) */
+int cowguard_write_malloc_stats(FILE* out);
+#ifdef __cplusplus
+}
+#endif
+
+namespace cowguard::holes {
+
+struct Result {
+    uint64_t blocks = 0;  // blocks taken
+    uint64_t bytes = 0;
+    double ms = 0;
+    std::string skipped;  // why nothing was taken, when so
+};
+
+// In the master, GIL held, right before the fork: one call that runs no Python code.
+Result fill();
+
+}  // namespace cowguard::holes

@@ -1,0 +1,23 @@
+// Reads the per-size-class table of CPython's small-object allocator report
+// (_PyObject_DebugMallocStats, what sys._debugmallocstats() prints). Pure: takes the text.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace cowguard {
+
+struct SizeClass {
+    size_t size = 0;     // block size in bytes (the table's "size" column, never assumed 16-byte steps)
+    uint64_t avail = 0;  // free blocks in the pools of this class that are in use
+};
+
+// The rows of the table under the header line "class   size   num pools   blocks in use  avail
+// blocks", up to the first line that is not a row. nullopt when the header is missing, a row is
+// malformed (not five unsigned integers), or a size is 0 or not increasing.
+std::optional<std::vector<SizeClass>> parse_malloc_stats(std::string_view text);
+
+}  // namespace cowguard
