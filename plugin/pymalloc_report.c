@@ -2,6 +2,7 @@
  * internal headers (all it takes is the FILE to write to). */
 #define Py_BUILD_CORE 1
 #include <Python.h>
+#include <stdbool.h> /* 3.13's pycore_obmalloc.h uses bool without it */
 #include <stdio.h>
 #if PY_VERSION_HEX >= 0x030C0000
 #include "internal/pycore_obmalloc.h"

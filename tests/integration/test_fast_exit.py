@@ -8,6 +8,7 @@ the master only (--die-on-term: SIGTERM/SIGINT stop, SIGHUP reloads); the master
 import re
 import signal
 import threading
+import sys
 import time
 
 import pytest
@@ -179,23 +180,29 @@ def test_handler_exception_and_prints_reach_the_log(uwsgi, tmp_path):
 
 # ---- 3. no interpreter teardown -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", ["cowguard", "fast-exit-false", "stock"])
+@pytest.mark.parametrize("config", ["cowguard", "fast-exit-false", "fast-exit-false-immortal", "stock"])
 def test_no_interpreter_teardown(uwsgi, tmp_path, config):
-    """exit_handlers.SENTINEL.__del__ only runs when Py_Finalize clears the app's module."""
+    """exit_handlers.SENTINEL.__del__ only runs when Py_Finalize clears the app's module, and only
+    if SENTINEL is mortal: cowguard-immortalize (3.12+) makes it immortal, so even a teardown never
+    runs it (the probe therefore runs with immortalize off, and the immortal case is its own)."""
+    if config == "fast-exit-false-immortal" and sys.version_info < (3, 12):
+        pytest.skip("Python < 3.12 has no immortal objects")
     out = out_dir(tmp_path)
     args = handlers_app(out)
     if config == "fast-exit-false":
-        args += ["--cowguard-fast-exit", "false"]
+        args += ["--cowguard-fast-exit", "false", "--cowguard-immortalize", "false"]
+    elif config == "fast-exit-false-immortal":
+        args += ["--cowguard-fast-exit", "false", "--cowguard-immortalize", "true"]
     u = uwsgi(args, cowguard=config != "stock").wait_ready()
     pids = list(u.every_worker("/", 2))
     assert stop_idle(u) == 0
     assert_handlers_ran(u, out, pids)
-    if config == "cowguard":
-        assert traced_pids(out, "del") == [], "Py_Finalize ran in a worker"
+    if config in ("cowguard", "fast-exit-false-immortal"):
+        assert traced_pids(out, "del") == [], "a fork-time object's __del__ ran in a worker"
     else:
         assert traced_pids(out, "del") == sorted(pids), "the teardown did run __del__: the probe works"
-        if config == "fast-exit-false":
-            assert "fast exit off" in u.log()
+    if config.startswith("fast-exit-false"):
+        assert "fast exit off" in u.log()
 
 
 # ---- 4. exit statuses -----------------------------------------------------------------------------

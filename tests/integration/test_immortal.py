@@ -28,7 +28,7 @@ without_immortal = pytest.mark.skipif(HAS_IMMORTAL, reason="this Python has immo
 # low 32 bits' sign bit set, which is what their Py_DECREF tests. A mortal count here is tiny.
 IMMORTAL_MIN = 1 << 31
 STARTUP = re.compile(r"\[cowguard\] master: froze (\d+) objects in [\d.]+ ms \([^)]*\), "
-                     r"immortalized (\d+) objects in ([\d.]+) ms;")
+                     r"immortalized (\d+) objects in ([\d.]+) ms[;,]")
 
 
 def start(uwsgi, tmp_path, rows, workers=2, extra=(), env=None):
