@@ -55,15 +55,9 @@ void walk_referents(PyObject* op, Walk& w) {
         for (PyObject* field : {co->co_consts, co->co_names, co->co_localsplusnames, co->co_localspluskinds,
                                 co->co_filename, co->co_name, co->co_qualname, co->co_linetable, co->co_exceptiontable})
             reach(field, w);
-    } else if (PyUnicode_CheckExact(op)) {
-        PyObject_Hash(op);  // cached in the object: no Python code for an exact str
-        w.r.hashed++;
     } else if (PyType_Check(op) && PyType_HasFeature(reinterpret_cast<PyTypeObject*>(op), Py_TPFLAGS_HEAPTYPE)) {
         PyHeapTypeObject* ht = reinterpret_cast<PyHeapTypeObject*>(op);
         for (PyObject* field : {ht->ht_name, ht->ht_qualname, ht->ht_slots}) reach(field, w);
-#if PY_VERSION_HEX >= 0x030C0000
-        if (PyUnstable_Type_AssignVersionTag(reinterpret_cast<PyTypeObject*>(op))) w.r.types++;
-#endif
     }
 }
 
