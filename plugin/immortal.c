@@ -16,8 +16,6 @@
 
 int cowguard_immortal_supported(void) { return 1; }
 
-int cowguard_is_immortal(PyObject* op) { return _Py_IsImmortal(op); }
-
 int cowguard_make_immortal(PyObject* op) {
     if (_Py_IsImmortal(op)) return 0;
 #if PY_VERSION_HEX >= 0x030E0000
@@ -33,7 +31,6 @@ int cowguard_make_immortal(PyObject* op) {
 #else /* 3.11 and earlier, or free-threaded: not supported */
 
 int cowguard_immortal_supported(void) { return 0; }
-int cowguard_is_immortal(PyObject* op) { (void)op; return 0; }
 int cowguard_make_immortal(PyObject* op) { (void)op; return 0; }
 
 #endif

@@ -68,8 +68,8 @@ void visit_frozen(void* ctx, PyObject* op) {
         w.r.objects++;
         w.r.frozen++;
     }
-    // Its referents even when it already was immortal: one made so by an earlier walk may have
-    // gained new referents since.
+    // Its referents even when it already was immortal (an object CPython made so itself): its
+    // untracked referents may not be.
     w.pending.push_back(op);
     while (!w.pending.empty()) {
         PyObject* next = w.pending.back();
@@ -81,8 +81,6 @@ void visit_frozen(void* ctx, PyObject* op) {
 }  // namespace
 
 bool supported() { return cowguard_immortal_supported() != 0; }
-
-bool is_immortal(PyObject* op) { return cowguard_is_immortal(op) != 0; }
 
 Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal) {
     Walk w;

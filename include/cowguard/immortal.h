@@ -17,9 +17,6 @@ int cowguard_immortal_supported(void);
  * Never untracks op from the GC (frozen objects stay in the permanent generation). GIL held. */
 int cowguard_make_immortal(PyObject* op);
 
-/* Whether op is immortal (what Py_INCREF/Py_DECREF test). */
-int cowguard_is_immortal(PyObject* op);
-
 #ifdef __cplusplus
 }
 #endif

@@ -47,7 +47,4 @@ bool supported();
 // `interps`: the app interpreters, main first (as gc::freeze_all takes them).
 Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal);
 
-// Whether op is immortal (for the tests' module helpers).
-bool is_immortal(PyObject* op);
-
 }  // namespace cowguard::immortal
