@@ -263,7 +263,7 @@ int cowguard_init() {
                                      std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")), g_settings.freeze,
                                      lazy_mode());
     if (g_immortalize.error) fail(*g_immortalize.error);
-    g_fill_holes = plan_fill_holes(g_settings.fill_holes, g_immortalize.run, lazy_mode());
+    g_fill_holes = plan_fill_holes(g_settings.fill_holes, lazy_mode());
     pymodule::register_module();  // before Py_Initialize, which the python plugin's init runs next
 
     gc::set_logger(glue::log_line);

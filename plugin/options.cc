@@ -287,10 +287,7 @@ ImmortalizePlan plan_immortalize(Toggle mode, bool supported, const std::string&
     return p;
 }
 
-bool plan_fill_holes(Toggle mode, bool immortalize_runs, bool lazy) {
-    if (lazy) return false;
-    return mode == Toggle::On || (mode == Toggle::Auto && immortalize_runs);
-}
+bool plan_fill_holes(Toggle mode, bool lazy) { return !lazy && mode != Toggle::Off; }
 
 bool parse_warmup(const std::string& v) {
     std::string t = trim(v);

@@ -2,7 +2,9 @@
 // pools; a worker would put its own new objects into those holes and so copy pages of the shared
 // heap. Right before the fork the master takes every free block of every pool in use (as many
 // blocks of each size class as _PyObject_DebugMallocStats reports "avail"), and keeps them for
-// its lifetime: the workers' new objects then land on fresh pools. No-op without pymalloc
+// its lifetime: the workers' new objects then land on fresh pools. Measured on the Django bench
+// project, 4 workers: 17.0 -> 16.0 MB private per worker on 3.11, 12.2 -> 10.0 MB on 3.13 with
+// the immortal heap. No-op without pymalloc
 // (PYTHONMALLOC=malloc). glibc malloc's free lists are left alone (measured not to matter).
 #pragma once
 

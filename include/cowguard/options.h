@@ -32,7 +32,7 @@ struct Settings {
     bool freeze = true;
     bool collect_before_freeze = true;
     Toggle immortalize = Toggle::Auto;  // auto: on where the Python has immortal objects
-    Toggle fill_holes = Toggle::Auto;   // auto: on where the heap is made immortal
+    Toggle fill_holes = Toggle::Auto;   // auto: on unless lazy-apps
     GcPolicy gc = GcPolicy::Young;
     GcThresholds thresholds = kYoungThresholds;  // effective thresholds for Young/Thresholds
     GuardMode guard = GuardMode::Block;
@@ -90,10 +90,9 @@ struct ImmortalizePlan {
 ImmortalizePlan plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze, bool lazy);
 const char* toggle_name(Toggle m);
 
-// Whether the master fills pymalloc's holes before the fork (cowguard-fill-holes): `true` does,
-// `auto` does where the heap is made immortal (where it was measured to pay), never with lazy-apps
-// (the master forks no app heap).
-bool plan_fill_holes(Toggle mode, bool immortalize_runs, bool lazy);
+// Whether the master fills pymalloc's holes before the fork (cowguard-fill-holes): `true` and
+// `auto` do (measured to pay on 3.11 and 3.13), never with lazy-apps (the master forks no app heap).
+bool plan_fill_holes(Toggle mode, bool lazy);
 
 // The value as the user wrote it, control characters as \xNN: error and note lines stay on one line.
 std::string printable(const std::string& v);

@@ -268,12 +268,11 @@ START_TEST(immortalize_values_and_plan) {
     ck_assert(plan_immortalize(Toggle::On, true, "3.14.8", true, true).run);
     std::string names = std::string(toggle_name(Toggle::Auto)) + toggle_name(Toggle::On) + toggle_name(Toggle::Off);
     ck_assert_str_eq(names.c_str(), "autotruefalse");
-    // cowguard-fill-holes: auto follows the immortal heap; never with lazy-apps.
-    ck_assert(plan_fill_holes(Toggle::Auto, true, false));
-    ck_assert(!plan_fill_holes(Toggle::Auto, false, false));
-    ck_assert(plan_fill_holes(Toggle::On, false, false));
-    ck_assert(!plan_fill_holes(Toggle::Off, true, false));
-    ck_assert(!plan_fill_holes(Toggle::On, true, true));
+    // cowguard-fill-holes: on unless false, never with lazy-apps.
+    ck_assert(plan_fill_holes(Toggle::Auto, false));
+    ck_assert(plan_fill_holes(Toggle::On, false));
+    ck_assert(!plan_fill_holes(Toggle::Off, false));
+    ck_assert(!plan_fill_holes(Toggle::On, true) && !plan_fill_holes(Toggle::Auto, true));
     ck_assert(rejected("cowguard-fill-holes", "sometimes") && rejected("cowguard-fill-holes", ""));
 }
 END_TEST
