@@ -201,10 +201,12 @@ void find_python_plugin() {
 
 // cowguard-warmup: in the main interpreter, with the GC still off, before the freeze.
 void run_warmups(bool in_worker) {
-    PyThreadState* prev = PyThreadState_Swap(g_interps.front());
     bool fatal = g_settings.warmup_errors == WarmupErrors::Fatal;
-    warmup::Result r = warmup::run(g_settings.warmup, fatal);
-    PyThreadState_Swap(prev);
+    warmup::Result r;
+    {
+        gc::InterpreterScope main_interpreter(g_interps.front());
+        r = warmup::run(g_settings.warmup, fatal);
+    }
     state().warmup_ms = r.ms;
     if (r.ok) {
         log_line("warmup: %zu callable%s ran in %.1f ms in %s %d%s", g_settings.warmup.size(),
@@ -291,6 +293,7 @@ void cowguard_post_init() {
     // Here, not at init: uWSGI has dropped privileges (uid/gid) by now, and no app is loaded yet.
     glue::cow_report_check_dir();
     gc::GilScope gil;
+    fast_exit::pin_std_streams();  // before the python plugin replaces them (see fast_exit.h)
     gc::on_interpreter_ready();
     if (lazy_mode())
         log_line("lazy-apps: every worker loads its own app, so no app memory is shared; "
@@ -344,7 +347,7 @@ void wrapped_python_atexit() {
     sigprocmask(SIG_BLOCK, &all, nullptr);
     PyGILState_Ensure();  // never released: this process ends below
     if (g_interps.empty()) collect_interpreters();
-    fast_exit::run_python_exit_path(g_interps, uwsgi.skip_atexit);
+    fast_exit::run_python_exit_path(g_interps, uwsgi.skip_atexit, uwsgi.last_exit_code);
     // uwsgi_plugins_atexit() would call the request plugins after python's: call them here.
     for (int j = g_python_index + 1; j < 256; j++) {
         struct uwsgi_plugin* p = uwsgi.p[j];
@@ -425,6 +428,7 @@ struct PluginTableInit {
         cowguard_plugin.postinit_apps = [] {
             if (!state().active || uwsgi.mywid != 0) return;
             gc::GilScope gil;
+            fast_exit::flush_pinned_streams();  // what threads printed before the streams were replaced
             glue::cow_report_setup_master(g_python_index);
         };
         cowguard_plugin.atexit = [] {
