@@ -242,6 +242,56 @@ void trim_heap() {
                  after.rss / 1048576.0);
 }
 
+// uWSGI's own option, as given (ini or command line): true when present and not false.
+bool uwsgi_option_on(const char* name) {
+    for (int i = 0; i < uwsgi.exported_opts_cnt; i++) {
+        struct uwsgi_opt* o = uwsgi.exported_opts[i];
+        if (!o || !o->key || strcmp(o->key, name) != 0) continue;
+        const char* v = o->value;
+        return !v || !(strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0);
+    }
+    return false;
+}
+
+// Python threads alive in the master's main interpreter at the last count before the fork (the
+// counting thread included), and the process that counted them.
+int g_master_python_threads = 1;
+pid_t g_threads_counted_in = 0;
+
+int count_python_threads() {
+    int n = 0;
+    for (PyThreadState* t = PyInterpreterState_ThreadHead(PyInterpreterState_Main()); t; t = PyThreadState_Next(t)) n++;
+    return n;
+}
+
+// A thread started at import may hold the GIL, or a lock, when the master forks; the worker gets
+// its state without the thread. With enable-threads the master lets go of the GIL before the fork
+// (master_fixup), and without py-call-uwsgi-fork-hooks nothing takes it back first: a worker can
+// wait for it for ever, in uWSGI's own code before any plugin runs (uWSGI issues #1149, #1369;
+// stock uWSGI hung in 3 of 3 starts here). cowguard cannot undo that; it says so before the fork.
+void warn_threads_at_fork() {
+    g_master_python_threads = count_python_threads();
+    g_threads_counted_in = getpid();
+    if (!uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
+    log_line("%d Python threads run in the master before the fork (started at import) and threads are enabled "
+             "without py-call-uwsgi-fork-hooks: a worker forked while one of them holds the GIL waits for it for "
+             "ever (uWSGI issues #1149, #1369). Set py-call-uwsgi-fork-hooks = true",
+             g_master_python_threads - 1);
+}
+
+// Without enable-threads the forking thread holds the GIL, so the worker can repair Python's
+// thread state itself, as py-call-osafterfork would: a new GIL (a master thread's pending switch
+// request would otherwise leave the worker waiting for a thread that does not exist, at its first
+// import or its exit), the other threads' states dropped, threading and os.register_at_fork told.
+void reinit_python_after_fork() {
+    // Only in a forked process: without a master, worker 1 is the process that counted, threads alive.
+    if (getpid() == g_threads_counted_in) return;
+    if (uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-osafterfork") ||
+        uwsgi_option_on("py-call-uwsgi-fork-hooks"))
+        return;
+    PyOS_AfterFork_Child();
+}
+
 void process_started();
 void wrapped_python_post_fork();
 void wrapped_python_atexit();
@@ -325,6 +375,7 @@ void process_started() {
 }
 
 void wrapped_python_post_fork() {
+    if (state().active) reinit_python_after_fork();
     if (g_python_post_fork) g_python_post_fork();
     process_started();
 }
@@ -429,6 +480,7 @@ struct PluginTableInit {
             if (!state().active || uwsgi.mywid != 0) return;
             gc::GilScope gil;
             fast_exit::flush_pinned_streams();  // what threads printed before the streams were replaced
+            warn_threads_at_fork();
             glue::cow_report_setup_master(g_python_index);
         };
         cowguard_plugin.atexit = [] {

@@ -20,64 +20,106 @@ NOISE = APPS / "threads_at_import"
 STARTS = int(os.environ.get("COWGUARD_THREAD_STARTS", "5"))
 ISSUE_STARTS = max(STARTS, 20)
 STOCK_STARTS = 3
+STOP_TIMEOUT = 60
 CRASH = re.compile(r"Segmentation Fault|Fatal Python error|Aborted|got signal|AddressSanitizer|runtime error")
 ISSUE = ["--enable-threads", "--single-interpreter", "--py-call-uwsgi-fork-hooks"]
 APP = ["--wsgi-file", str(APPS / "threads_app.py")]
 SUB = ["--mount", f"/={APPS / 'threads_app.py'}", "--mount", f"/b={APPS / 'second_app.py'}"]
 
+# With threads enabled, py-call-uwsgi-fork-hooks is part of every configuration: without it a
+# worker forked while an import-time thread holds the GIL waits for it for ever, stock uWSGI
+# included (test_warns_without_fork_hooks).
+HOOKS = ["--py-call-uwsgi-fork-hooks"]
+
 # name: (uWSGI arguments, master, workers, starts)
 MATRIX = {
     "issue-1-worker": (ISSUE + APP + ["--workers", "1"], True, 1, ISSUE_STARTS),
     "issue-10-workers": (ISSUE + APP + ["--workers", "10"], True, 10, ISSUE_STARTS),
-    "enable-threads": (["--enable-threads"] + APP + ["--workers", "2"], True, 2, STARTS),
+    "enable-threads": (["--enable-threads"] + HOOKS + APP + ["--workers", "2"], True, 2, STARTS),
     "no-enable-threads": (APP + ["--workers", "2"], True, 2, STARTS),
-    "threads-4": (["--threads", "4", "--single-interpreter"] + APP + ["--workers", "2"], True, 2, STARTS),
-    "sub-interpreters": (["--enable-threads"] + SUB + ["--workers", "2"], True, 2, STARTS),
-    "sub-interpreters-threads-4": (["--threads", "4"] + SUB + ["--workers", "2"], True, 2, STARTS),
+    "threads-4": (["--threads", "4", "--single-interpreter"] + HOOKS + APP + ["--workers", "2"], True, 2, STARTS),
+    "sub-interpreters": (["--enable-threads"] + HOOKS + SUB + ["--workers", "2"], True, 2, STARTS),
+    "sub-interpreters-threads-4": (["--threads", "4"] + HOOKS + SUB + ["--workers", "2"], True, 2, STARTS),
     "lazy-apps-10-workers": (ISSUE + ["--lazy-apps"] + APP + ["--workers", "10"], True, 10, STARTS),
-    "no-master": (["--enable-threads"] + APP + ["--workers", "1"], False, 1, STARTS),
-    "no-master-threads-4": (["--threads", "4"] + APP + ["--workers", "1"], False, 1, STARTS),
+    "no-master": (["--enable-threads"] + HOOKS + APP + ["--workers", "1"], False, 1, STARTS),
+    "no-master-threads-4": (["--threads", "4"] + HOOKS + APP + ["--workers", "1"], False, 1, STARTS),
 }
 
 
-def start_and_stop(uwsgi, args, master, workers, cowguard=True):
-    """One life: up, every worker answering, the import-time threads finished in the master, a few
-    requests, a graceful stop. Returns (exit status, seconds the stop took, log)."""
-    inst = uwsgi(args, master=master, cowguard=cowguard,
-                 env={"PYTHONPATH": f"{NOISE}:{APPS}", "NOISE_SECONDS": "3"})
+def start_and_stop(uwsgi, args, master, workers, cowguard=True, extra_env=None):
+    """One life: up with every worker spawned and answering, a few requests, a graceful stop.
+    Returns (exit status, seconds the stop took, log)."""
+    env = {"PYTHONPATH": f"{NOISE}:{APPS}", "NOISE_SECONDS": "3", **(extra_env or {})}
+    inst = uwsgi(args, master=master, cowguard=cowguard, env=env)
     inst.wait_ready(timeout=60)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 90
+    answered = False
+    while time.monotonic() < deadline and not answered:
         log = inst.log()
         if CRASH.search(log) or inst.proc.poll() is not None:
             break
-        if (log.count("spawned uWSGI worker") >= workers and "[noise] sitecustomize done" in log
-                and log.count("[noise] app import done") >= (workers if "--lazy-apps" in args else 1)):
-            break
+        if log.count("spawned uWSGI worker") >= workers or not master:
+            try:
+                inst.get_json("/", timeout=5)
+                answered = True
+            except OSError:
+                pass
         time.sleep(0.1)
-    else:
-        raise AssertionError(f"startup did not finish in 60 s (hang?):\n{inst.log()[-4000:]}")
-    if inst.proc.poll() is None and not CRASH.search(inst.log()):
+    if not answered and inst.proc.poll() is None and not CRASH.search(inst.log()):
+        raise AssertionError(f"no answer 90 s after the start (hang at startup?):\n{inst.log()[-4000:]}")
+    if answered:
+        # While the import-time threads still run (in the master, or in lazy-apps workers).
         for _ in range(4 * workers):
-            inst.get_json("/")
+            inst.get_json("/", timeout=30)
     t0 = time.monotonic()
-    status = inst.stop(timeout=60)
+    try:
+        status = inst.stop(timeout=STOP_TIMEOUT)
+    except AssertionError:  # still running: a hang at stop (stock uWSGI has some, see the matrix)
+        inst.kill()
+        status = "hung"
     return status, time.monotonic() - t0, inst.log()
 
 
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_threads_started_at_import(uwsgi, name):
     args, master, workers, starts = MATRIX[name]
-    stock_stops = []
+    stock_stops, stock_statuses = [], {0}
     for _ in range(STOCK_STARTS):
-        status, took, log = start_and_stop(uwsgi, args, master, workers, cowguard=False)
-        if status == 0 and not CRASH.search(log):
+        try:
+            status, took, log = start_and_stop(uwsgi, args, master, workers, cowguard=False)
+        except AssertionError:
+            continue  # stock uWSGI hung at startup: cowguard may not
+        if not CRASH.search(log) and status != "hung":
             stock_stops.append(took)
+            stock_statuses.add(status)  # without a master uWSGI ends a SIGTERMed worker with 30
     # uWSGI itself sometimes takes seconds to stop 10 workers: cowguard may not be slower than that.
     stop_bound = (max(stock_stops) if stock_stops else 10.0) * 1.5 + 5
     for i in range(starts):
         status, took, log = start_and_stop(uwsgi, args, master, workers)
         crash = CRASH.search(log)
-        assert not crash and status == 0, f"start {i + 1}/{starts}: status {status}, {crash}:\n{log[-6000:]}"
-        assert "[cowguard]" in log and "froze" in log
+        assert not crash and status in stock_statuses, \
+            f"start {i + 1}/{starts}: status {status} (stock: {stock_statuses}), {crash}:\n{log[-6000:]}"
+        assert "froze" in log
         assert took <= stop_bound, f"start {i + 1}: stop took {took:.1f} s, stock at most {stop_bound:.1f} s:\n{log[-3000:]}"
+
+
+def test_warns_without_fork_hooks(uwsgi):
+    """enable-threads without py-call-uwsgi-fork-hooks, with threads alive in the master at the
+    fork: workers may wait for the GIL for ever (stock uWSGI hung in 3 of 3 starts here); cowguard
+    cannot undo it from a plugin, and says so, with the remedy, before the first fork."""
+    inst = uwsgi(["--enable-threads"] + APP + ["--workers", "2"],
+                 env={"PYTHONPATH": f"{NOISE}:{APPS}", "NOISE_SECONDS": "3"})
+    inst.wait_log("without py-call-uwsgi-fork-hooks", timeout=60)
+    assert re.search(r"\[cowguard\] \d+ Python threads run in the master before the fork", inst.log())
+    assert "Set py-call-uwsgi-fork-hooks = true" in inst.log()
+
+
+def test_no_warning_with_fork_hooks_or_without_threads(uwsgi):
+    for args in (["--enable-threads"] + HOOKS + APP, ["--enable-threads", "--wsgi-file", str(APPS / "second_app.py")]):
+        inst = uwsgi(args + ["--workers", "1"],
+                     env={"PYTHONPATH": f"{NOISE}:{APPS}" if HOOKS[0] in args else str(APPS), "NOISE_SECONDS": "1"})
+        inst.wait_ready(timeout=60)
+        inst.wait_log("spawned uWSGI worker 1", timeout=60)
+        inst.get_json("/")
+        assert "without py-call-uwsgi-fork-hooks" not in inst.log()
+        inst.stop()

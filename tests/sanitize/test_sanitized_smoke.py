@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import integration
 
 APPS = integration.APPS
@@ -187,3 +189,27 @@ def test_refused_option_exits_cleanly(uwsgi):
     log = u.log()
     assert "[cowguard] cowguard-stats-interval: '0.01' is not valid" in log, log
     assert not [line for line in log.splitlines() if any(m in line for m in REPORT_MARKERS)], log
+
+
+def load_integration_test(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        f"cowguard_integration_{name}", APPS.parent / "integration" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+THREADS = load_integration_test("test_threads")
+
+
+# Issue 19's matrix under the sanitizers: the configurations where cowguard swaps thread states
+# (threads = 4, sub-interpreters) or runs its hooks while import-time threads run.
+@pytest.mark.parametrize("name", ["issue-10-workers", "threads-4", "sub-interpreters-threads-4",
+                                  "lazy-apps-10-workers", "no-master-threads-4"])
+def test_threads_started_at_import_sanitized(uwsgi, name):
+    args, master, workers, _ = THREADS.MATRIX[name]
+    for i in range(3):
+        status, _, log = THREADS.start_and_stop(uwsgi, args, master, workers, extra_env=SAN_ENV)
+        reports = [line for line in log.splitlines() if any(m in line for m in REPORT_MARKERS)]
+        assert not reports and status == 0, f"start {i + 1}: status {status}:\n{log[-20000:]}"
