@@ -94,6 +94,7 @@ struct uwsgi_plugin* g_python = nullptr;
 int g_python_index = -1;
 void (*g_python_post_fork)(void) = nullptr;
 void (*g_python_atexit)(void) = nullptr;
+int (*g_python_mount_app)(char*, char*) = nullptr;
 
 std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main first
 
@@ -294,6 +295,7 @@ void reinit_python_after_fork() {
 
 void process_started();
 void wrapped_python_post_fork();
+int wrapped_python_mount_app(char* mountpoint, char* app);
 void wrapped_python_atexit();
 
 int cowguard_init() {
@@ -314,6 +316,10 @@ int cowguard_init() {
     // Wrap the python plugin's hooks (see the comment at the top of this file).
     g_python_post_fork = g_python->post_fork;
     g_python->post_fork = wrapped_python_post_fork;
+    if (g_python->mount_app) {
+        g_python_mount_app = g_python->mount_app;
+        g_python->mount_app = wrapped_python_mount_app;
+    }
     if (g_settings.fast_exit) {
         g_python_atexit = g_python->atexit;
         g_python->atexit = wrapped_python_atexit;
@@ -372,6 +378,16 @@ void process_started() {
     int64_t known = g_freeze.interpreters > 0 ? static_cast<int64_t>(g_freeze.frozen) : -1;
     if (!(worker && lazy_mode() && g_settings.freeze)) gc::apply_worker_policy(g_interps, known);
     publish_slot(slot);
+}
+
+// The python plugin mounts `mount` apps in the master without taking the GIL (it does so only
+// in workers), and with py-call-uwsgi-fork-hooks it has already let it go by then: a thread
+// started at import then runs Python beside the new interpreter's import, and the master crashed
+// (stock uWSGI too, seen here). Mounting with the GIL held is what CPython requires.
+int wrapped_python_mount_app(char* mountpoint, char* app) {
+    if (PyGILState_Check()) return g_python_mount_app(mountpoint, app);
+    gc::GilScope gil;
+    return g_python_mount_app(mountpoint, app);
 }
 
 void wrapped_python_post_fork() {

@@ -92,7 +92,8 @@ class Uwsgi:
         return json.loads(self.get(path, timeout))
 
     def log(self):
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_log(self, text, timeout=20):
