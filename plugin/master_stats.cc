@@ -232,7 +232,7 @@ void master_cycle() {
         fcntl(fd, F_SETFD, FD_CLOEXEC);
         StatsServerConfig cfg;
         cfg.listen_fd = fd;
-        cfg.http = uwsgi.stats_http;
+        cfg.protocol = uwsgi.stats_http ? StatsProtocol::StatsHttp : StatsProtocol::Raw;
         cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
         g_server = std::make_unique<StatsServer>(cfg, build_document);
         g_server_thread = new std::thread([] { g_server->run(); });
