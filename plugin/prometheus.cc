@@ -201,6 +201,25 @@ std::string prometheus_label_value(std::string_view v) {
     return out;
 }
 
+std::string default_instance_name(const std::vector<std::string>& argv, bool vassal, const std::string& procname) {
+    static const char* const kConfigFlags[] = {"--ini", "--xml", "--yaml", "--json", "--config", "--inherit"};
+    for (size_t i = 1; vassal && i + 1 < argv.size(); i++) {
+        bool flag = false;
+        for (const char* f : kConfigFlags) flag = flag || argv[i] == f;
+        if (!flag) continue;
+        std::string name = argv[i + 1];
+        size_t scheme = name.find("://");
+        if (scheme != std::string::npos) name = name.substr(scheme + 3);
+        size_t slash = name.rfind('/');
+        if (slash != std::string::npos) name = name.substr(slash + 1);
+        size_t dot = name.rfind('.');
+        if (dot != std::string::npos && dot > 0) name = name.substr(0, dot);
+        if (!name.empty()) return name;
+    }
+    if (!procname.empty()) return procname;
+    return "uwsgi";
+}
+
 std::string render_prometheus(const Exposition& e) {
     std::string out;
     out.reserve(4096 + e.processes.size() * 4096);

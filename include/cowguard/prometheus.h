@@ -46,6 +46,13 @@ std::string render_prometheus(const Exposition& e);
 // newline -> `\n`, invalid UTF-8 bytes -> '?'.
 std::string prometheus_label_value(std::string_view v);
 
+// The `instance_name` when cowguard-instance-name is not given: for an Emperor's vassal (`vassal`),
+// its config file's name without directory and extension, as uWSGI's %n gives it (the Emperor
+// starts a vassal as `uwsgi [...] --ini|--xml|--yaml|--json|--config|--inherit NAME`, NAME maybe
+// prefixed with exec:// or emperor://); else `procname` (uWSGI's procname-master or procname) when
+// not empty; else "uwsgi".
+std::string default_instance_name(const std::vector<std::string>& argv, bool vassal, const std::string& procname);
+
 // The media type of render_prometheus' output.
 constexpr const char kPrometheusContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 

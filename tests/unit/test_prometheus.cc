@@ -253,13 +253,13 @@ START_TEST(values_are_the_figures) {
 END_TEST
 
 START_TEST(label_values_are_escaped) {
-    ck_assert_str_eq(prometheus_label_value("plain-name_1.2").c_str(), "plain-name_1.2");
-    ck_assert_str_eq(prometheus_label_value("a\\b\"c\nd").c_str(), "a\\\\b\\\"c\\nd");
-    ck_assert_str_eq(prometheus_label_value("\\\\n").c_str(), "\\\\\\\\n");  // not an escape already
-    ck_assert_str_eq(prometheus_label_value("tab\there{}=,").c_str(), "tab\there{}=,");  // legal as is
-    ck_assert_str_eq(prometheus_label_value("caf\xc3\xa9").c_str(), "caf\xc3\xa9");
-    ck_assert_str_eq(prometheus_label_value("bad\xff\xc3").c_str(), "bad??");  // not UTF-8
-    ck_assert_str_eq(prometheus_label_value("").c_str(), "");
+    ck_assert(prometheus_label_value("plain-name_1.2") == std::string("plain-name_1.2"));
+    ck_assert(prometheus_label_value("a\\b\"c\nd") == std::string("a\\\\b\\\"c\\nd"));
+    ck_assert(prometheus_label_value("\\\\n") == std::string("\\\\\\\\n"));  // not an escape already
+    ck_assert(prometheus_label_value("tab\there{}=,") == std::string("tab\there{}=,"));  // legal as is
+    ck_assert(prometheus_label_value("caf\xc3\xa9") == std::string("caf\xc3\xa9"));
+    ck_assert(prometheus_label_value("bad\xff\xc3") == std::string("bad??"));  // not UTF-8
+    ck_assert(prometheus_label_value("") == std::string(""));
     std::string nul("a\0b", 3);
     ck_assert_uint_eq(prometheus_label_value(nul).size(), 3);
 
@@ -309,6 +309,25 @@ START_TEST(unsampled_processes_leave_out_what_is_missing) {
 }
 END_TEST
 
+START_TEST(default_instance_names) {
+    using cowguard::default_instance_name;
+    using V = std::vector<std::string>;
+    ck_assert(default_instance_name({"uwsgi", "--ini", "shop.ini"}, true, "") == std::string("shop"));
+    ck_assert(default_instance_name({"/usr/bin/uwsgi", "--yaml", "/etc/vassals/api.v2.yaml"}, true, "x") == std::string("api.v2"));
+    ck_assert(default_instance_name({"uwsgi", "--inherit", "exec://gen-config"}, true, "") == std::string("gen-config"));
+    ck_assert(default_instance_name({"uwsgi", "--json", "emperor://db.json"}, true, "") == std::string("db"));
+    ck_assert(default_instance_name({"uwsgi", "--ini", ".hidden"}, true, "") == std::string(".hidden"));
+    // Not a vassal: the config file does not name the instance; procname does, else "uwsgi".
+    ck_assert(default_instance_name({"uwsgi", "--ini", "shop.ini"}, false, "shop-master") == std::string("shop-master"));
+    ck_assert(default_instance_name({"uwsgi", "--ini", "shop.ini"}, false, "") == std::string("uwsgi"));
+    // A vassal whose command line names no config file (or nothing after the flag).
+    ck_assert(default_instance_name({"uwsgi", "--master"}, true, "p") == std::string("p"));
+    ck_assert(default_instance_name({"uwsgi", "--ini"}, true, "") == std::string("uwsgi"));
+    ck_assert(default_instance_name(V{}, true, "") == std::string("uwsgi"));
+    ck_assert(default_instance_name({"uwsgi", "--ini", "dir/"}, true, "") == std::string("uwsgi"));
+}
+END_TEST
+
 START_TEST(promtool_accepts_the_output) {
     if (!has_promtool()) {
         fprintf(stderr, "test_prometheus: promtool is not installed (Debian package prometheus, `make deps`): "
@@ -339,6 +358,7 @@ int main() {
     tcase_add_test(tc, label_values_are_escaped);
     tcase_add_test(tc, no_process_leaves_instance_families_only);
     tcase_add_test(tc, unsampled_processes_leave_out_what_is_missing);
+    tcase_add_test(tc, default_instance_names);
     tcase_add_test(tc, promtool_accepts_the_output);
     suite_add_tcase(suite, tc);
     SRunner* runner = srunner_create(suite);
