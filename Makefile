@@ -42,9 +42,10 @@ demo: build
 bench: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --full
 
-# What the stats cost the master (64 workers) and what Django warmup and trim do: about 4 minutes.
+# What the stats and the Prometheus endpoint cost the master (64 workers) and what Django warmup and trim do: about 7 minutes.
 bench-extra: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/stats_cost.py --workers 64 --seconds 30
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/prometheus_cost.py --workers 64 --seconds 30 --rounds 3
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/warmup_trim.py --rounds 3
 
 bench-quick: build

@@ -10,6 +10,7 @@ extern "C" {
 }
 
 #include <netdb.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -352,7 +353,10 @@ void master_cycle() {
     if (g_started || !g_sampler) return;
     g_started = true;
     g_frozen_metric.store(static_cast<int64_t>(state().frozen_objects), std::memory_order_relaxed);
-    std::thread(sampler_loop).detach();
+    std::thread([] {
+        pthread_setname_np(pthread_self(), "cowguard-sample");
+        sampler_loop();
+    }).detach();
 
     // Take over uWSGI's stats socket: core bound it (TCP or unix, chmod-socket, abstract) just
     // before its first loop; from now on cowguard's thread answers on it, so a slow or idle
@@ -367,7 +371,10 @@ void master_cycle() {
         cfg.protocol = uwsgi.stats_http ? StatsProtocol::StatsHttp : StatsProtocol::Raw;
         cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
         g_server = std::make_unique<StatsServer>(cfg, build_document);
-        g_server_thread = new std::thread([] { g_server->run(); });
+        g_server_thread = new std::thread([] {
+            pthread_setname_np(pthread_self(), "cowguard-stats");
+            g_server->run();
+        });
         log_line("stats server on %s now serves uWSGI's document with cowguard's figures", uwsgi.stats);
     }
     if (g_prometheus_fd >= 0) {
@@ -377,7 +384,10 @@ void master_cycle() {
         cfg.content_type = kPrometheusContentType;
         cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
         g_prometheus = std::make_unique<StatsServer>(cfg, build_exposition);
-        g_prometheus_thread = new std::thread([] { g_prometheus->run(); });
+        g_prometheus_thread = new std::thread([] {
+            pthread_setname_np(pthread_self(), "cowguard-prom");  // its own line in top -H, its own CPU figure
+            g_prometheus->run();
+        });
         log_line("prometheus: GET /metrics on %s (instance_name \"%s\")", state().settings.prometheus.text.c_str(),
                  printable(g_instance_name).c_str());
     }
