@@ -150,9 +150,8 @@ void add_slot_figures(ProcessFigures& f, int pid, WorkerSlot* slot) {
 
 TopFigures top_figures(const Snapshot& snap) {
     const State& s = state();
-    TopFigures top;
+    TopFigures top;  // options: only the stats document lists them
     top.version = COWGUARD_VERSION;
-    top.options = describe_settings(s.settings);
     top.frozen_objects = s.frozen_objects;
     top.freeze_ms = s.freeze_ms;
     top.warmup_ms = s.warmup_ms;
@@ -185,7 +184,6 @@ std::string build_exposition() {
     Exposition e;
     e.instance_name = g_instance_name;
     e.top = top_figures(snap);
-    e.top.options.clear();
     for (const ProcessRef& p : processes()) {
         ExposedProcess x;
         x.id = p.id;
@@ -228,6 +226,7 @@ std::string build_document() {
         add_slot_figures(snap.workers[pid], pid, slot);
     }
     TopFigures top = top_figures(snap);
+    top.options = describe_settings(state().settings);
     std::string out;
     if (!merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified, out)) return raw;
     return out;
