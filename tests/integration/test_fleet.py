@@ -125,6 +125,17 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(self.dir))
         wait_port(self.port, self.proc, "prometheus", self.log_path)
+        # Listening is not ready: the query API answers 503 until the TSDB is open.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:  # urllib's HTTPError (503) included
+                pass
+            assert time.monotonic() < deadline and self.proc.poll() is None, self.log_path.read_text(errors="replace")
+            time.sleep(0.2)
 
     def api(self, path, **params):
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}?" + urllib.parse.urlencode(params)
