@@ -301,6 +301,9 @@ void stats_on_init() {
                           : default_instance_name(argv, uwsgi.has_emperor, procname ? procname : "");
     // Bound here, in the master before any fork: a taken port stops uWSGI now, not at the first scrape.
     g_prometheus_fd = prometheus_listen(st.prometheus);
+    // After a graceful reload uWSGI closes every inherited descriptor it does not know, right after
+    // this init: ours is new, but would go the same way without this.
+    uwsgi_add_safe_fd(g_prometheus_fd);
 }
 
 void stats_after_fork() {
