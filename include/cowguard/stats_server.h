@@ -55,7 +55,8 @@ public:
     // (for at most drain_ms), then returns: a client is never cut off in the middle of one.
     void stop();
 
-    // Figures for tests and the stats: documents served, clients dropped at their deadline.
+    // Figures for tests and the stats: answers sent whole (error answers of the Metrics protocol
+    // included), clients dropped at their deadline.
     unsigned long served() const { return served_.load(); }
     unsigned long timed_out() const { return timed_out_.load(); }
 
