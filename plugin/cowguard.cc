@@ -366,6 +366,7 @@ void log_policy(const char* where) {
 }
 
 void process_started() {
+    glue::stats_after_fork();
     WorkerSlot* slot = my_slot();
     start_slot(slot);
     pymodule::set_slot(slot);

@@ -143,6 +143,12 @@ const std::vector<OptionSpec>& specs() {
              o.cow_report_signal = static_cast<int>(x);
              return true;
          }},
+        {"cowguard-prometheus",
+         "host:port (TCP, port 1 to 65535, an empty host is every interface) or a unix socket path (no colon, "
+         "at most 107 bytes)",
+         false, [](const std::string& v, Settings& o) { return parse_listen_address(v, o.prometheus); }},
+        {"cowguard-instance-name", "a name of 1 to 128 characters, no control characters", false,
+         [](const std::string& v, Settings& o) { return parse_instance_name(v, o.instance_name); }},
     };
     return s;
 }
@@ -249,6 +255,48 @@ bool parse_warmup(const std::string& v) {
     return is_dotted_name(t.substr(0, colon)) && is_dotted_name(t.substr(colon + 1));
 }
 
+bool parse_listen_address(const std::string& v, ListenAddress& out) {
+    std::string t = trim(v);
+    if (t.empty() || t.find('\0') != std::string::npos) return false;
+    for (unsigned char c : t)
+        if (c < 0x20 || c == 0x7f) return false;
+    ListenAddress a;
+    a.text = t;
+    size_t colon = t.rfind(':');
+    if (colon == std::string::npos) {
+        if (t.size() > 107) return false;  // sun_path holds 108 bytes with the terminating NUL
+        a.unix_socket = true;
+        a.path = t;
+        out = a;
+        return true;
+    }
+    unsigned long long port;
+    if (!parse_uint(t.substr(colon + 1), 65535, port) || port == 0) return false;
+    std::string host = t.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+        if (host.empty()) return false;
+        for (char c : host)
+            if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+    } else {
+        for (char c : host)
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) return false;
+    }
+    a.host = host;
+    a.port = static_cast<int>(port);
+    out = a;
+    return true;
+}
+
+bool parse_instance_name(const std::string& v, std::string& out) {
+    std::string t = trim(v);
+    if (t.empty() || t.size() > 128) return false;
+    for (unsigned char c : t)
+        if (c < 0x20 || c == 0x7f) return false;
+    out = t;
+    return true;
+}
+
 BuildResult build_settings(const RawOptions& raw, Settings& out) {
     BuildResult r;
     Settings s;
@@ -323,6 +371,8 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-trim", b(s.trim)},
         {"cowguard-cow-report", s.cow_report_dir},
         {"cowguard-cow-report-signal", std::to_string(s.cow_report_signal)},
+        {"cowguard-prometheus", s.prometheus.text},
+        {"cowguard-instance-name", s.instance_name},
     };
 }
 

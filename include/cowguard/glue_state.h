@@ -34,7 +34,8 @@ void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void stats_on_init();          // master, at init: nothing bound yet
 void metrics_register();       // master, at init: before uWSGI sizes its metric storage
 void master_cycle();           // master, every loop: starts the sampler and stats threads once
-void stats_cleanup();          // master, before a reload's exec and at exit: the stats thread finishes
+void stats_cleanup();          // master, before a reload's exec and at exit: the stats threads finish
+void stats_after_fork();       // worker, mule, spooler: closes the master's listening sockets
 void log_exit_line();          // any process but the master, at exit
 void log_busy_exit_line();     // a worker that exits busy: in a request or hijacked (no /proc reads)
 

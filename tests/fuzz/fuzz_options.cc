@@ -66,6 +66,12 @@ void check_ranges(const Settings& s, const RawOptions& raw) {
     if (s.warmup.size() != given) fail("warmup entries", std::to_string(s.warmup.size()));
     bool report_given = raw.count("cowguard-cow-report") && !raw.at("cowguard-cow-report").empty();
     if (report_given == s.cow_report_dir.empty()) fail("cow-report dir", s.cow_report_dir);
+    const ListenAddress& a = s.prometheus;
+    bool prometheus_given = raw.count("cowguard-prometheus") && !raw.at("cowguard-prometheus").empty();
+    if (prometheus_given == a.text.empty()) fail("prometheus address", a.text);
+    if (!a.text.empty() && (a.unix_socket ? a.path.empty() || a.path.size() > 107 : a.port < 1 || a.port > 65535))
+        fail("prometheus address out of range", a.text);
+    if (s.instance_name.size() > 128) fail("instance name", s.instance_name);
 }
 
 void check_notes(const BuildResult& r, const RawOptions& raw) {

@@ -74,6 +74,19 @@ def documented_valid(option, value):
         return bool(value.strip())
     if accepts.startswith("a uWSGI signal number"):
         return digits(t, 255) and int(t) >= 1
+    if accepts.startswith("host:port (TCP"):
+        v = value.strip()
+        if any(ord(c) < 0x20 or ord(c) == 0x7f for c in v):
+            return False
+        if ":" not in v:
+            return 0 < len(v.encode()) <= 107
+        host, port = v.rsplit(":", 1)
+        host_ok = (re.fullmatch(r"[A-Za-z0-9._-]*", host) is not None
+                   or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host) is not None)
+        return host_ok and digits(port, 65535) and int(port) >= 1
+    if accepts.startswith("a name of 1 to 128 characters"):
+        v = value.strip()
+        return 1 <= len(v) <= 128 and not any(ord(c) < 0x20 or ord(c) == 0x7f for c in v)
     raise AssertionError(f"help text of {option} not understood: {accepts!r}")
 
 
@@ -194,6 +207,11 @@ def extra_values(option):
         return ["os:getpid", "json.decoder:JSONDecoder", "os:", ":getpid", "os:getpid:x", "1os:getpid"]
     if accepts.startswith("a directory path"):
         return ["reports", " "]
+    if accepts.startswith("host:port (TCP"):
+        return ["metrics.sock", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", "host name:80", "[::1:80",
+                "/" + "a" * 107]
+    if accepts.startswith("a name of 1 to 128"):
+        return ["x" * 128, "x" * 129, " shop "]
     return [OPTIONS[option].split(",")[0].split(" ")[0].upper()]  # e.g. "BLOCK", "FATAL"
 
 
@@ -241,6 +259,8 @@ DUPLICATES = {
     "cowguard-trim": ("false", "true", "true"),
     "cowguard-cow-report": ("reports", "reports2", "reports2"),
     "cowguard-cow-report-signal": ("98", "97", "97"),
+    "cowguard-prometheus": ("first.sock", "last.sock", "last.sock"),
+    "cowguard-instance-name": ("first", "last", "last"),
 }
 
 

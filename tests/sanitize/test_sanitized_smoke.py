@@ -111,15 +111,33 @@ def reload_and_wait(u, workers=2, timeout=60):
     raise AssertionError(f"no new workers after SIGHUP:\n{u.log()[-4000:]}")
 
 
+def poll_metrics(port, n=10):
+    """n scrapes of the Prometheus endpoint plus a 404 and a 405, each a whole HTTP/1.1 answer."""
+    def ask(request):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(request)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data
+    for _ in range(n):
+        answer = ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"\ncowguard_process_uss_bytes{" in answer, answer[:300]
+        time.sleep(0.05)
+    assert ask(b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+    assert ask(b"PUT /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+
+
 def test_young_block_stats_report_reload(uwsgi, tmp_path):
     """The default policy (young, guard block) with a warmup, trim, a mule, max-requests recycling,
-    the TCP stats server polled, copy-on-write reports (through the module, on the trigger file and at
+    the TCP stats server and the Prometheus endpoint polled, copy-on-write reports (through the module, on the trigger file and at
     exit), a SIGKILLed worker, a graceful reload and a stop."""
     reports = tmp_path / "cow"
     reports.mkdir()
     sp = integration.free_port()
+    pp = integration.free_port()
     u = start(uwsgi, ["--mule", "--stats", f"127.0.0.1:{sp}", "--cowguard-stats-interval", "0.2",
-                      "--cowguard-cow-report", reports, "--cowguard-warmup", "os:getpid", "--cowguard-trim", "true",
+                      "--cowguard-prometheus", f"127.0.0.1:{pp}", "--cowguard-cow-report", reports, "--cowguard-warmup", "os:getpid", "--cowguard-trim", "true",
                       "--max-requests", 40, "--min-worker-lifetime", 0, "--forkbomb-delay", 0])
     thresholds = policy_thresholds(u.log())
     seen = u.every_worker("/gc", 2, timeout=60)
@@ -131,6 +149,7 @@ def test_young_block_stats_report_reload(uwsgi, tmp_path):
     for _ in range(100):  # past max-requests: workers are recycled (fast exit, cow report at exit)
         u.get("/")
     poll_stats(sp, 10)
+    poll_metrics(pp, 10)
     (reports / "trigger").touch()
     u.wait_log("copy-on-write report on signal", timeout=30)
 
@@ -141,6 +160,7 @@ def test_young_block_stats_report_reload(uwsgi, tmp_path):
     reload_and_wait(u, workers=t0)
     u.every_worker("/gc", 2, timeout=60)
     poll_stats(sp, 5)
+    poll_metrics(pp, 5)  # bound again by the new master
     assert u.stop() == 0
     log = check_clean(u)
     assert log.count("[cowguard] master: froze") == 2
