@@ -55,11 +55,15 @@ def django_warmup():
     resolver.url_patterns  # noqa: B018 - imports the root URLconf and what it includes
 
     # URL patterns, each in its own try: resolving imports the view, reversing fills the
-    # resolver's reverse dictionaries.
+    # resolver's reverse dictionaries. Those are built from every pattern at once: when that
+    # fails (a URLconf that cannot be imported, say), reverse() fails for every name alike, so
+    # it is named once and not tried again per pattern.
     try:
         resolver._populate()
+        reversible = True
     except Exception as exc:
-        skip("URL patterns", "(reverse dictionaries)", exc)
+        reversible = False
+        log("skipped reverse() of URL names: %s" % why(exc))
 
     def walk(patterns, prefix):
         for p in patterns:
@@ -71,7 +75,7 @@ def django_warmup():
                 if not isinstance(p, URLPattern):
                     continue
                 p.callback  # noqa: B018 - imports a view given by its dotted path
-                if p.name:
+                if p.name and reversible:
                     try:
                         reverse(p.name)
                     except NoReverseMatch:
@@ -127,18 +131,22 @@ def django_warmup():
     from django.db import connections
     connections.close_all()
 
-    def counted(kind):
-        n = warmed[kind]
-        return "%d %s" % (n, kind) if isinstance(n, int) else "%d %s (%s)" % (len(n), kind, " ".join(n) or "USE_I18N = False")
-    log("warmed %s, %s, %s; skipped %s" % (
-        counted("URL patterns"), counted("templates"), counted("languages"),
-        ", ".join("%d %s (%s)" % (len(v), k, " ".join(v)) for k, v in skipped.items() if v) or "nothing"))
+    def n_of(n, kind):
+        return "%d %s" % (n, kind if n != 1 else kind[:-1])
+    languages = " ".join(warmed["languages"]) if settings.USE_I18N else "USE_I18N = False"
+    not_warmed = ["%s (%s)" % (n_of(len(v), k), " ".join(v)) for k, v in skipped.items() if v]
+    if not reversible:
+        not_warmed.append("reverse() of URL names")
+    log("warmed %s, %s, %s (%s); skipped %s" % (
+        n_of(warmed["URL patterns"], "URL patterns"), n_of(warmed["templates"], "templates"),
+        n_of(len(warmed["languages"]), "languages"), languages, ", ".join(not_warmed) or "nothing"))
     return {"warmed": warmed, "skipped": skipped}
 
 
 def _replay(app, requests, rounds, base):
     """Serves `requests` ((where, method, path, query, headers), ...) to the WSGI callable `app`,
-    `rounds` times over, in this process and with no socket: a PEP 3333 environ built on `base`,
+    `rounds` times over, in this process and with no socket: a PEP 3333 environ built on `base`
+    (its SCRIPT_NAME, the app's mountpoint, is a prefix of every path),
     an empty wsgi.input, the body consumed and the iterable closed. Returns the number of answers
     per status class and of requests that raised; a request that raises is logged once (its
     traceback, then a line naming it)."""
@@ -156,10 +164,10 @@ def _replay(app, requests, rounds, base):
     for _ in range(rounds):
         for where, method, path, query, headers in requests:
             environ = dict(base)
+            script_name = base.get("SCRIPT_NAME", "")
             environ.update({
                 "REQUEST_METHOD": method,
-                "SCRIPT_NAME": "",
-                "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+                "PATH_INFO": unquote_to_bytes(path[len(script_name):]).decode("latin-1"),
                 "QUERY_STRING": query,
                 "REQUEST_URI": path + ("?" + query if query else ""),
                 "SERVER_PROTOCOL": "HTTP/1.1",

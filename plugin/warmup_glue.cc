@@ -77,22 +77,66 @@ bool run_callables(const std::vector<std::string>& callables, const char* option
     return false;
 }
 
-// The app a request without SCRIPT_NAME reaches: uWSGI's default app, else the first python one.
-struct uwsgi_app* replay_app(int python_modifier) {
+// The app a request reaches: with manage-script-name the python app whose mountpoint is the
+// longest prefix of its path (whole segments), else (or when none matches) uWSGI's default app,
+// else the first python app. nullptr: no python app is loaded. `by_mountpoint`: the first case.
+struct uwsgi_app* app_for(const std::string& path, int python_modifier, bool& by_mountpoint) {
     struct uwsgi_worker& w = uwsgi.workers[uwsgi.mywid];
     auto usable = [&](int i) {
         return i >= 0 && i < w.apps_cnt && w.apps[i].modifier1 == python_modifier && w.apps[i].callable &&
                w.apps[i].interpreter;
     };
+    by_mountpoint = false;
+    if (uwsgi.manage_script_name) {
+        int best = -1;
+        for (int i = 0; i < w.apps_cnt; i++) {
+            if (!usable(i) || w.apps[i].mountpoint_len == 0) continue;
+            std::string m(w.apps[i].mountpoint, w.apps[i].mountpoint_len);
+            bool prefix = path.compare(0, m.size(), m) == 0 &&
+                          (path.size() == m.size() || path[m.size()] == '/' || m.back() == '/');
+            if (prefix && (best < 0 || m.size() > w.apps[best].mountpoint_len)) best = i;
+        }
+        by_mountpoint = best >= 0;
+        if (best >= 0) return &w.apps[best];
+    }
     if (usable(uwsgi.default_app)) return &w.apps[uwsgi.default_app];
     for (int i = 0; i < w.apps_cnt; i++)
         if (usable(i)) return &w.apps[i];
     return nullptr;
 }
 
+// The requests of each app, files and order kept.
+struct AppRequests {
+    struct uwsgi_app* app;
+    bool by_mountpoint;  // SCRIPT_NAME is the app's mountpoint
+    std::vector<warmup::RequestFile> files;
+    size_t count = 0;
+};
+
+std::vector<AppRequests> route_requests(int python_modifier) {
+    std::vector<AppRequests> groups;
+    for (const auto& f : g_files) {
+        for (const auto& r : f.requests) {
+            bool by_mountpoint;
+            struct uwsgi_app* app = app_for(r.path, python_modifier, by_mountpoint);
+            if (!app) return {};
+            AppRequests* g = nullptr;
+            for (auto& x : groups) g = x.app == app && x.by_mountpoint == by_mountpoint ? &x : g;
+            if (!g) {
+                groups.push_back({app, by_mountpoint, {}, 0});
+                g = &groups.back();
+            }
+            if (g->files.empty() || g->files.back().path != f.path) g->files.push_back({f.path, {}});
+            g->files.back().requests.push_back(r);
+            g->count++;
+        }
+    }
+    return groups;
+}
+
 // The server's part of every replayed environ, from the objects the python plugin made for the
 // app (so wsgi.errors, uwsgi.version, ... are the ones its requests get) and the first socket.
-PyObject* base_environ(struct uwsgi_app* app) {
+PyObject* base_environ(struct uwsgi_app* app, bool by_mountpoint) {
     PyObject* d = PyDict_New();
     if (!d) return nullptr;
     auto put = [d](const char* k, PyObject* v, bool steal) {
@@ -102,6 +146,7 @@ PyObject* base_environ(struct uwsgi_app* app) {
     };
     auto [name, port] = warmup::server_address(uwsgi.sockets && uwsgi.sockets->name ? uwsgi.sockets->name : "");
     std::string host = port == "80" ? name : (name.find(':') != std::string::npos ? "[" + name + "]" : name) + ":" + port;
+    put("SCRIPT_NAME", PyUnicode_FromStringAndSize(app->mountpoint, by_mountpoint ? app->mountpoint_len : 0), true);
     put("SERVER_NAME", PyUnicode_FromString(name.c_str()), true);
     put("SERVER_PORT", PyUnicode_FromString(port.c_str()), true);
     put("HTTP_HOST", PyUnicode_FromString(host.c_str()), true);
@@ -119,45 +164,54 @@ PyObject* base_environ(struct uwsgi_app* app) {
     return d;
 }
 
-// Replays the request files to `app`; call in the app's interpreter.
-void replay_requests(struct uwsgi_app* app, bool in_worker) {
+// Replays each app's requests in the app's own interpreter (a sub-interpreter when uWSGI loads
+// several apps without single-interpreter), where its connections and threads live.
+void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
     const Settings& s = state().settings;
     bool fatal = s.warmup_errors == WarmupErrors::Fatal;
-    size_t n = request_count();
-    log_line("warmup replay: %zu request%s x %d round%s to app %d (mountpoint '%.*s') %s", n, plural(n),
-             s.warmup_rounds, plural(static_cast<size_t>(s.warmup_rounds)),
-             static_cast<int>(app - uwsgi.workers[uwsgi.mywid].apps), app->mountpoint_len, app->mountpoint,
-             where_it_runs(in_worker, "replays").c_str());
-    PyObject* base = base_environ(app);
-    warmup::ReplayResult r;
-    if (base) r = warmup::replay(static_cast<PyObject*>(app->callable), base, g_files, s.warmup_rounds);
-    else r.ok = false, PyErr_Print();
-    Py_XDECREF(base);
-    state().warmup_ms += r.ms;
-    if (!r.ok) {
-        log_line("cowguard-warmup-requests: the replay could not run (traceback above); %s as "
-                 "cowguard-warmup-errors = %s asks", fatal ? "stopping" : "going on", fatal ? "fatal" : "log");
-        if (fatal) stop_startup(in_worker);
-        return;
-    }
-    std::string extra;
-    if (r.answers[0]) extra += ", 1xx " + std::to_string(r.answers[0]);
-    if (r.other) extra += ", other " + std::to_string(r.other);
     auto ull = [](uint64_t v) { return static_cast<unsigned long long>(v); };
-    log_line("warmup replay: done in %.1f ms: 2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu%s, raised %llu", r.ms,
-             ull(r.answers[1]), ull(r.answers[2]), ull(r.answers[3]), ull(r.answers[4]), extra.c_str(), ull(r.raised));
-    if (r.raised && fatal) {
-        log_line("cowguard-warmup-requests: the app raised on %llu request%s (named above); stopping as "
-                 "cowguard-warmup-errors = fatal asks", ull(r.raised), plural(r.raised));
-        stop_startup(in_worker);
+    warmup::ReplayResult total;
+    int closed_django = 0;
+    for (const AppRequests& g : groups) {
+        log_line("warmup replay: %zu request%s x %d round%s to app %d (mountpoint '%.*s'%s) %s", g.count,
+                 plural(g.count), s.warmup_rounds, plural(static_cast<size_t>(s.warmup_rounds)),
+                 static_cast<int>(g.app - uwsgi.workers[uwsgi.mywid].apps), g.app->mountpoint_len, g.app->mountpoint,
+                 uwsgi.manage_script_name && !g.by_mountpoint ? ", the default app: no mountpoint matches" : "",
+                 where_it_runs(in_worker, "replays").c_str());
+        PyThreadState* prev = PyThreadState_Swap(static_cast<PyThreadState*>(g.app->interpreter));
+        PyObject* base = base_environ(g.app, g.by_mountpoint);
+        warmup::ReplayResult r;
+        if (base) r = warmup::replay(static_cast<PyObject*>(g.app->callable), base, g.files, s.warmup_rounds);
+        else r.ok = false, PyErr_Print();
+        Py_XDECREF(base);
+        // Django's connections opened by the replay must not cross the fork.
+        int closed = r.ok ? warmup::close_django_connections() : 0;
+        PyThreadState_Swap(prev);
+        total.ms += r.ms;
+        if (!r.ok || closed < 0) {
+            log_line("cowguard-warmup-requests: %s (traceback above); %s as cowguard-warmup-errors = %s asks",
+                     r.ok ? "closing Django's database connections raised" : "the replay could not run",
+                     fatal ? "stopping" : "going on", fatal ? "fatal" : "log");
+            if (fatal) stop_startup(in_worker);
+            continue;
+        }
+        closed_django += closed;
+        for (int i = 0; i < 5; i++) total.answers[i] += r.answers[i];
+        total.other += r.other;
+        total.raised += r.raised;
     }
-    // Django's connections opened by the replay must not cross the fork.
-    int closed = warmup::close_django_connections();
-    if (closed == 1) log_line("warmup replay: Django's database connections closed (connections.close_all())");
-    if (closed < 0) {
-        log_line("warmup replay: closing Django's database connections raised (traceback above); %s as "
-                 "cowguard-warmup-errors = %s asks", fatal ? "stopping" : "going on", fatal ? "fatal" : "log");
-        if (fatal) stop_startup(in_worker);
+    state().warmup_ms += total.ms;
+    std::string extra;
+    if (total.answers[0]) extra += ", 1xx " + std::to_string(total.answers[0]);
+    if (total.other) extra += ", other " + std::to_string(total.other);
+    log_line("warmup replay: done in %.1f ms: 2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu%s, raised %llu%s", total.ms,
+             ull(total.answers[1]), ull(total.answers[2]), ull(total.answers[3]), ull(total.answers[4]),
+             extra.c_str(), ull(total.raised),
+             closed_django ? "; Django's database connections closed (connections.close_all())" : "");
+    if (total.raised && fatal) {
+        log_line("cowguard-warmup-requests: the app raised on %llu request%s (named above); stopping as "
+                 "cowguard-warmup-errors = fatal asks", ull(total.raised), plural(total.raised));
+        stop_startup(in_worker);
     }
 }
 
@@ -193,22 +247,25 @@ void warmup_run(void* main_thread, int python_modifier) {
         run_callables(s.warmup, "cowguard-warmup", in_worker);
         PyThreadState_Swap(prev);
     }
-    struct uwsgi_app* app = nullptr;
+    std::vector<AppRequests> groups;
     if (!g_files.empty() && s.warmup_dry_run) {
         log_line("cowguard-warmup-dry-run = true: %zu request%s listed at startup, none replayed", request_count(),
                  plural(request_count()));
-    } else if (!g_files.empty()) {
-        app = replay_app(python_modifier);
-        if (!app)
+    } else if (request_count() > 0) {
+        groups = route_requests(python_modifier);
+        if (groups.empty())
             log_line("cowguard-warmup-requests: no WSGI app loaded %s: nothing replayed",
                      where_it_runs(in_worker, "replays").c_str());
+        else
+            replay_requests(groups, in_worker);
     }
-    // The app's own interpreter (a sub-interpreter when uWSGI loads several apps without
-    // single-interpreter), where its connections and threads live.
-    PyThreadState* prev = PyThreadState_Swap(app ? static_cast<PyThreadState*>(app->interpreter) : main);
-    if (app) replay_requests(app, in_worker);
-    if (!s.warmup_after.empty()) run_callables(s.warmup_after, "cowguard-warmup-after", in_worker);
-    PyThreadState_Swap(prev);
+    if (!s.warmup_after.empty()) {
+        // In the interpreter of the app the replay served first (the default one), else the main one.
+        PyThreadState* prev =
+            PyThreadState_Swap(groups.empty() ? main : static_cast<PyThreadState*>(groups.front().app->interpreter));
+        run_callables(s.warmup_after, "cowguard-warmup-after", in_worker);
+        PyThreadState_Swap(prev);
+    }
 }
 
 }  // namespace cowguard::glue
