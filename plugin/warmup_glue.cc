@@ -40,11 +40,11 @@ size_t request_count() {
 
 const char* plural(size_t n) { return n == 1 ? "" : "s"; }
 
-// "in the master, pid N" or "in worker N (lazy-apps: ...)".
-std::string where_it_runs(bool in_worker, const char* what) {
+// "in the master, pid N" or "in worker N (lazy-apps: each worker <does> its own app; ...)".
+std::string where_it_runs(bool in_worker, const char* does) {
     if (!in_worker) return "in the master, pid " + std::to_string(getpid());
-    return "in worker " + std::to_string(uwsgi.mywid) + " (lazy-apps: each worker " + what +
-           " for its own app; nothing is shared)";
+    return "in worker " + std::to_string(uwsgi.mywid) + " (lazy-apps: each worker " + does +
+           " its own app; nothing is shared)";
 }
 
 // cowguard-warmup-errors = fatal: the instance stops. With lazy-apps, like need-app, the whole
@@ -177,7 +177,7 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
                  plural(g.count), s.warmup_rounds, plural(static_cast<size_t>(s.warmup_rounds)),
                  static_cast<int>(g.app - uwsgi.workers[uwsgi.mywid].apps), g.app->mountpoint_len, g.app->mountpoint,
                  uwsgi.manage_script_name && !g.by_mountpoint ? ", the default app: no mountpoint matches" : "",
-                 where_it_runs(in_worker, "replays").c_str());
+                 where_it_runs(in_worker, "replays for").c_str());
         PyThreadState* prev = PyThreadState_Swap(static_cast<PyThreadState*>(g.app->interpreter));
         PyObject* base = base_environ(g.app, g.by_mountpoint);
         warmup::ReplayResult r;
@@ -255,7 +255,7 @@ void warmup_run(void* main_thread, int python_modifier) {
         groups = route_requests(python_modifier);
         if (groups.empty())
             log_line("cowguard-warmup-requests: no WSGI app loaded %s: nothing replayed",
-                     where_it_runs(in_worker, "replays").c_str());
+                     where_it_runs(in_worker, "replays for").c_str());
         else
             replay_requests(groups, in_worker);
     }
