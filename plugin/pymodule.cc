@@ -155,8 +155,11 @@ def _replay(app, requests, rounds, base):
     import traceback
     from urllib.parse import unquote_to_bytes
 
+    import threading
+
     counts = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0, "raised": 0}
     logged = set()
+    threads_before = set(threading.enumerate())
 
     def write(data):
         pass  # the legacy write() callable: the body goes nowhere
@@ -203,6 +206,12 @@ def _replay(app, requests, rounds, base):
             code = status[0].split(" ", 1)[0] if status else ""
             cls = code[0] + "xx" if len(code) == 3 and code.isdigit() and code[0] in "12345" else "other"
             counts[cls] += 1
+    # A thread does not cross the fork: what it was doing is lost to the workers.
+    started = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    if started:
+        print("[cowguard] warmup replay: %d thread%s the app started still run%s in the master (%s); none of them "
+              "exists in the workers" % (len(started), "s" if len(started) > 1 else "", "" if len(started) > 1 else "s",
+                                         ", ".join(t.name for t in started)), file=sys.stderr, flush=True)
     return counts
 
 

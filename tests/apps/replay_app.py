@@ -5,11 +5,14 @@ the process, uwsgi.worker_id(), the environ's str/bool/int values and the types 
   /seen             {"pid", "worker", "seen": [...], "closed": n, "consumed": n} (not recorded)
   /status/NNN       answers status NNN
   /boom             raises RuntimeError
+  /thread           starts a daemon thread "replay-sleeper" that sleeps 60 s
   anything else     200, a two-chunk body from a generator; close() counted in CLOSED
 $REPLAY_AFTER_OUT: after() appends "after <len(SEEN)>" to it (cowguard-warmup-after).
 """
 import json
 import os
+import threading
+import time
 
 import uwsgi
 
@@ -43,6 +46,8 @@ def application(environ, start_response):
     })
     if path == "/boom":
         raise RuntimeError("replay_app.boom fails on purpose")
+    if path == "/thread":
+        threading.Thread(target=time.sleep, args=(60,), name="replay-sleeper", daemon=True).start()
     if path.startswith("/status/"):
         start_response(path[len("/status/"):] + " Whatever", [("Content-Type", "text/plain")])
         return [b""]

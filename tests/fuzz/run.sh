@@ -25,9 +25,10 @@ declare -A SOURCES=(
   [stats_doc]="plugin/stats_doc.cc"
   [options]="plugin/options.cc"
   [smaps_vmas]="plugin/smaps_vmas.cc"
+  [warmup_requests]="plugin/warmup_requests.cc"
 )
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas warmup_requests)
 
 mkdir -p "$OUT"
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
