@@ -5,15 +5,17 @@ stock uWSGI, cowguard without a warmup, with `cowguard-warmup = cowguard:django_
 `cowguard-warmup-requests = bench/wrk/django_urls.txt` (the 100 pages wrk rotates over), and
 with both. Every configuration is started at once; then, one configuration after the other:
 
-  first requests   200 requests over 4 connections (about 50 per worker), the URL list in order;
-                   uWSGI's own request log gives each request's time in the worker (%(micros))
+  first requests   one request at a time (the URL list in order) until every worker has served
+                   50: each request's time at the client (wall) and the CPU time the worker
+                   spent on it (/proc/PID/schedstat: the worker whose CPU time grew), which
+                   does not depend on what else the host runs
   load             wrk with bench/wrk/django_mix.lua for --load seconds
   memory           private (Private_Clean + Private_Dirty) per worker and total PSS (master +
                    workers) from /proc/PID/smaps_rollup
-  steady state     200 more requests, timed the same way
+  steady state     50 more requests per worker, timed the same way
 
-Repeated --rounds times (configurations rotated); the table gives medians, and the first-request
-p99 of every configuration next to stock's steady-state p99.
+Repeated --rounds times (configurations rotated); the table gives medians, and the p99 of the
+first 50 requests per worker of every configuration next to stock's steady-state p99.
 
 Usage: COWGUARD_PLUGIN=build/cowguard_plugin.so /usr/bin/python3 bench/warmup_replay.py [--rounds 3] [--load 10]
 Writes bench/results/<date>/warmup_replay.json and prints a markdown table.
@@ -36,7 +38,6 @@ HERE = Path(__file__).resolve().parent
 PROJ = HERE / "apps" / "djangoproj"
 URLS = HERE / "wrk" / "django_urls.txt"
 WORKERS = 4
-FIRST = 200  # about 50 per worker
 CONFIGS = {
     "stock": None,
     "cowguard": [],
@@ -45,7 +46,6 @@ CONFIGS = {
     "cowguard + django_warmup + replay": ["--cowguard-warmup", "cowguard:django_warmup",
                                           "--cowguard-warmup-requests", str(URLS)],
 }
-REQ_LINE = re.compile(r"^REQ (\d+) (\d+) (\S+)$", re.M)
 
 
 def free_port():
@@ -80,8 +80,7 @@ class Instance:
         extra = CONFIGS[name]
         cmd = ["uwsgi", "--master", "--workers", str(WORKERS), "--plugin", "python3",
                "--http-socket", f"127.0.0.1:{self.port}", "--chdir", str(PROJ), "--wsgi-file", str(PROJ / "wsgi.py"),
-               "--die-on-term", "--add-header", "Connection: close",
-               "--log-format", "REQ %(pid) %(micros) %(uri)"]
+               "--die-on-term", "--disable-logging", "--add-header", "Connection: close"]
         if extra is not None:
             cmd += ["--plugin", plugin] + extra
         env = dict(os.environ, DJANGOPROJ_WARM="0")
@@ -101,20 +100,6 @@ class Instance:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(x) for x in out.split()]
 
-    def requests(self, paths):
-        def get(path):
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=60) as r:
-                r.read()
-                return r.status
-        with concurrent.futures.ThreadPoolExecutor(WORKERS) as ex:
-            statuses = list(ex.map(get, paths))
-        assert all(s == 200 for s in statuses), statuses
-
-    def request_times(self):
-        """[(pid, ms)] of every request logged so far, in order."""
-        self.logf.flush()
-        return [(int(p), int(us) / 1000) for p, us, _ in REQ_LINE.findall(self.log.read_text(errors="replace"))]
-
     def stop(self):
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -131,31 +116,53 @@ def wrk(port, seconds):
     return int(m.group(1)) if m else None
 
 
+def cpu_ns(pid):
+    """Time the process has run on a CPU (ns; /proc/PID/schedstat), whatever else the host runs."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def timed_requests(inst, workers, urls, per_worker, limit):
+    """Requests one at a time (the URL list in order, over and over) until every worker has served
+    `per_worker` of them, or `limit` in all. Each request is charged to the worker whose CPU time
+    grew most meanwhile: {pid: [(wall_ms, cpu_ms), ...]} in order."""
+    served = {w: [] for w in workers}
+    i = 0
+    while i < limit and min(len(v) for v in served.values()) < per_worker:
+        before = {w: cpu_ns(w) for w in workers}
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{inst.port}{urls[i % len(urls)]}", timeout=60) as r:
+            r.read()
+            assert r.status == 200, r.status
+        wall = (time.perf_counter() - t0) * 1000
+        grew = {w: cpu_ns(w) - before[w] for w in workers}
+        w = max(grew, key=grew.get)
+        served[w].append((wall, grew[w] / 1e6))
+        i += 1
+    return served
+
+
 def measure(inst, load_s, urls):
-    first_paths = (urls * (FIRST // len(urls) + 1))[:FIRST]
-    inst.requests(first_paths)
-    first = inst.request_times()
-    per_worker = {}
-    for pid, ms in first:
-        per_worker.setdefault(pid, []).append(ms)
-    first_50 = [ms for times in per_worker.values() for ms in times[:50]]
-    served = wrk(inst.port, load_s)
     workers = inst.workers()
+    first = timed_requests(inst, workers, urls, 50, 600)
+    first_50 = [x for v in first.values() for x in v[:50]]
+    served = wrk(inst.port, load_s)
     private = [kb(w, "Private_Clean", "Private_Dirty") / 1024 for w in workers]
     pss = (kb(inst.proc.pid, "Pss") + sum(kb(w, "Pss") for w in workers)) / 1024
-    n_before = len(inst.request_times())
-    inst.requests(first_paths)
-    steady = [ms for _, ms in inst.request_times()[n_before:]]
+    steady = [x for v in timed_requests(inst, workers, urls, 50, 600).values() for x in v]
     return {
         "private_mb_per_worker": statistics.mean(private),
         "total_pss_mb": pss,
         "master_rss_mb": kb(inst.proc.pid, "Rss") / 1024,
-        "first_requests": len(first_50),
-        "first_per_worker": sorted(len(t) for t in per_worker.values()),
-        "first_p99_ms": p99(first_50),
-        "first_max_ms": max(first_50),
-        "steady_p99_ms": p99(steady),
+        "first_per_worker": sorted(len(v) for v in first.values()),
+        "first_request_cpu_ms": statistics.mean(v[0][1] for v in first.values() if v),
+        "first_p99_cpu_ms": p99([c for _, c in first_50]),
+        "first_p99_wall_ms": p99([w for w, _ in first_50]),
+        "steady_p99_cpu_ms": p99([c for _, c in steady]),
+        "steady_p99_wall_ms": p99([w for w, _ in steady]),
+        "steady_median_cpu_ms": statistics.median(c for _, c in steady),
         "wrk_requests": served,
+        "loadavg_1min": os.getloadavg()[0],
     }
 
 
@@ -201,12 +208,16 @@ def main():
            "cowguard_warmup_log": notes}
     (out / "warmup_replay.json").write_text(json.dumps(res, indent=1))
     print(f"\n| Django, cold wsgi.py, {WORKERS} workers (median of {a.rounds}) | private MB/worker after load | vs stock "
-          f"| total PSS MB | vs stock | first 50 req/worker p99 ms | vs stock steady p99 ({stock['steady_p99_ms']:.1f} ms) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          f"| total PSS MB | vs stock | first request, CPU ms | first 50/worker p99 CPU ms | vs stock steady p99 "
+          f"({stock['steady_p99_cpu_ms']:.1f} ms) | first 50/worker p99 wall ms | vs stock steady "
+          f"({stock['steady_p99_wall_ms']:.1f} ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, r in med.items():
         print(f"| {n} | {r['private_mb_per_worker']:.1f} | {r['private_mb_per_worker'] / stock['private_mb_per_worker']:.2f}x "
-              f"| {r['total_pss_mb']:.1f} | {r['total_pss_mb'] / stock['total_pss_mb']:.2f}x | {r['first_p99_ms']:.1f} "
-              f"| {r['first_p99_ms'] / stock['steady_p99_ms']:.2f}x |")
+              f"| {r['total_pss_mb']:.1f} | {r['total_pss_mb'] / stock['total_pss_mb']:.2f}x "
+              f"| {r['first_request_cpu_ms']:.1f} | {r['first_p99_cpu_ms']:.1f} "
+              f"| {r['first_p99_cpu_ms'] / stock['steady_p99_cpu_ms']:.2f}x | {r['first_p99_wall_ms']:.1f} "
+              f"| {r['first_p99_wall_ms'] / stock['steady_p99_wall_ms']:.2f}x |")
     print(f"\nwritten {out / 'warmup_replay.json'}")
 
 
