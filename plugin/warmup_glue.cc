@@ -181,9 +181,13 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
         PyThreadState* prev = PyThreadState_Swap(static_cast<PyThreadState*>(g.app->interpreter));
         PyObject* base = base_environ(g.app, g.by_mountpoint);
         warmup::ReplayResult r;
-        if (base) r = warmup::replay(static_cast<PyObject*>(g.app->callable), base, g.files, s.warmup_rounds);
-        else r.ok = false, PyErr_Print();
-        Py_XDECREF(base);
+        if (base) {
+            r = warmup::replay(static_cast<PyObject*>(g.app->callable), base, g.files, s.warmup_rounds);
+            Py_DECREF(base);
+        } else {
+            r.ok = false;
+            PyErr_Print();
+        }
         // Django's connections opened by the replay must not cross the fork.
         int closed = r.ok ? warmup::close_django_connections() : 0;
         PyThreadState_Swap(prev);
@@ -260,7 +264,7 @@ void warmup_run(void* main_thread, int python_modifier) {
             replay_requests(groups, in_worker);
     }
     if (!s.warmup_after.empty()) {
-        // In the interpreter of the app the replay served first (the default one), else the main one.
+        // In the interpreter of the first app the replay served, else the main one.
         PyThreadState* prev =
             PyThreadState_Swap(groups.empty() ? main : static_cast<PyThreadState*>(groups.front().app->interpreter));
         run_callables(s.warmup_after, "cowguard-warmup-after", in_worker);
