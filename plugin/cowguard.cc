@@ -31,7 +31,6 @@ extern "C" {
 #include "cowguard/procfs.h"
 #include "cowguard/pymodule.h"
 #include "cowguard/python_version.h"
-#include "cowguard/warmup.h"
 #include "cowguard/worker_slot.h"
 
 #include <malloc.h>
@@ -200,38 +199,6 @@ void find_python_plugin() {
     fail("needs uWSGI's python plugin, and none is loaded: load it before cowguard (plugins = python3,cowguard)");
 }
 
-// cowguard-warmup: in the main interpreter, with the GC still off, before the freeze.
-void run_warmups(bool in_worker) {
-    bool fatal = g_settings.warmup_errors == WarmupErrors::Fatal;
-    warmup::Result r;
-    {
-        gc::InterpreterScope main_interpreter(g_interps.front());
-        r = warmup::run(g_settings.warmup, fatal);
-    }
-    state().warmup_ms = r.ms;
-    if (r.ok) {
-        log_line("warmup: %zu callable%s ran in %.1f ms in %s %d%s", g_settings.warmup.size(),
-                 g_settings.warmup.size() == 1 ? "" : "s", r.ms, in_worker ? "worker" : "the master, pid",
-                 in_worker ? uwsgi.mywid : static_cast<int>(getpid()),
-                 in_worker ? " (lazy-apps: each worker warms up its own app; nothing is shared)" : "");
-        return;
-    }
-    if (!fatal) {
-        log_line("cowguard-warmup: %s raised (traceback above); going on as cowguard-warmup-errors = log asks",
-                 r.failed.c_str());
-        return;
-    }
-    log_line("cowguard-warmup: %s raised (traceback above); stopping as cowguard-warmup-errors = fatal asks",
-             r.failed.c_str());
-    if (in_worker) {
-        // Like need-app with lazy-apps: the whole instance stops (status 22) rather than
-        // respawning forever; the master acts on the flag in its next cycle.
-        if (state().slots) state().slots[0].stop_instance.store(1);
-        exit(UWSGI_FAILED_APP_CODE);
-    }
-    exit(1);
-}
-
 // cowguard-trim: hand the free pages at the top of the malloc heap and in its bins back to the
 // kernel before the fork, so no worker inherits (and later copies) them.
 void trim_heap() {
@@ -306,6 +273,7 @@ int cowguard_init() {
         log_line("cowguard = false: loaded, changing nothing");
         return 0;
     }
+    glue::warmup_load_requests();
     find_python_plugin();
     check_python_version();
     pymodule::register_module();  // before Py_Initialize, which the python plugin's init runs next
@@ -435,7 +403,8 @@ void cowguard_post_app(void) {
     gc::GilScope gil;
     collect_interpreters();
     bool in_worker = uwsgi.mywid > 0;
-    if (!g_settings.warmup.empty()) run_warmups(in_worker);
+    // The warmup: with the GC still off, before the freeze.
+    glue::warmup_run(g_interps.front(), g_python_index);
     if (!g_settings.freeze) return;
     g_freeze = gc::freeze_all(g_interps);
     state().frozen_objects = g_freeze.frozen;

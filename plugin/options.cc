@@ -127,6 +127,28 @@ const std::vector<OptionSpec>& specs() {
              else return false;
              return true;
          }},
+        {"cowguard-warmup-requests", "a request file path (absolute, or relative to uWSGI's working directory)", true,
+         [](const std::string& v, Settings& o) {
+             std::string t = trim(v);
+             if (t.empty() || t.find('\0') != std::string::npos) return false;
+             o.warmup_requests.push_back(t);
+             return true;
+         }},
+        {"cowguard-warmup-rounds", "an integer from 1 to 1000", false,
+         [](const std::string& v, Settings& o) {
+             unsigned long long x;
+             if (!parse_uint(trim(v), 1000, x) || x < 1) return false;
+             o.warmup_rounds = static_cast<int>(x);
+             return true;
+         }},
+        {"cowguard-warmup-after", "module:callable (a dotted module path, a colon, a callable name)", true,
+         [](const std::string& v, Settings& o) {
+             if (!parse_warmup(v)) return false;
+             o.warmup_after.push_back(trim(v));
+             return true;
+         }},
+        {"cowguard-warmup-dry-run", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.warmup_dry_run); }},
         {"cowguard-trim", "true or false", false,
          [](const std::string& v, Settings& o) { return parse_bool(v, o.trim); }},
         {"cowguard-cow-report", "a directory path (absolute, or relative to uWSGI's working directory)", false,
@@ -350,8 +372,12 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
     std::string interval = std::to_string(s.stats_interval_s);
     interval.erase(interval.find_last_not_of('0') + 1);
     if (!interval.empty() && interval.back() == '.') interval.pop_back();
-    std::string warmup;
-    for (const auto& w : s.warmup) warmup += (warmup.empty() ? "" : " ") + w;
+    auto join = [](const std::vector<std::string>& v) {
+        std::string out;
+        for (const auto& w : v) out += (out.empty() ? "" : " ") + w;
+        return out;
+    };
+    std::string warmup = join(s.warmup);
     std::string gc = s.gc == GcPolicy::Young ? "young" : s.gc == GcPolicy::Off ? "off" : describe_policy(s.gc, s.thresholds).substr(11);
     return {
         {"cowguard", b(s.enabled)},
@@ -368,6 +394,10 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-evil-reload-on-pss", n(s.evil_reload_on_pss_mb)},
         {"cowguard-warmup", warmup},
         {"cowguard-warmup-errors", s.warmup_errors == WarmupErrors::Fatal ? "fatal" : "log"},
+        {"cowguard-warmup-requests", join(s.warmup_requests)},
+        {"cowguard-warmup-rounds", std::to_string(s.warmup_rounds)},
+        {"cowguard-warmup-after", join(s.warmup_after)},
+        {"cowguard-warmup-dry-run", b(s.warmup_dry_run)},
         {"cowguard-trim", b(s.trim)},
         {"cowguard-cow-report", s.cow_report_dir},
         {"cowguard-cow-report-signal", std::to_string(s.cow_report_signal)},

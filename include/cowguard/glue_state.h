@@ -44,4 +44,10 @@ void cow_report_check_dir();                         // post_init, before any ap
 void cow_report_setup_master(int python_modifier);  // master, after the freeze: signal + trigger file
 void cow_report_at_exit();                           // a worker, at exit (GIL taken here)
 
+// warmup_glue.cc
+void warmup_load_requests();  // init: reads and checks the request files; exits with one line on a bad one
+// post_app, before the freeze: cowguard-warmup callables (in `main_thread`'s interpreter), the
+// replay of cowguard-warmup-requests and cowguard-warmup-after (in the app's interpreter).
+void warmup_run(void* main_thread, int python_modifier);
+
 }  // namespace cowguard::glue

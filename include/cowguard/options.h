@@ -51,6 +51,10 @@ struct Settings {
     uint64_t evil_reload_on_pss_mb = 0;
     std::vector<std::string> warmup;  // module:callable, in order
     WarmupErrors warmup_errors = WarmupErrors::Fatal;
+    std::vector<std::string> warmup_requests;  // request files, in order (read and parsed at init)
+    int warmup_rounds = 1;                      // times the requests are replayed
+    std::vector<std::string> warmup_after;      // module:callable, run after the replay
+    bool warmup_dry_run = false;                // log the parsed requests, replay nothing
     bool trim = false;
     std::string cow_report_dir;  // empty: off
     int cow_report_signal = 99;  // uWSGI signal that asks every worker for its report now

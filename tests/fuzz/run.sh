@@ -26,9 +26,10 @@ declare -A SOURCES=(
   [options]="plugin/options.cc"
   [smaps_vmas]="plugin/smaps_vmas.cc"
   [prometheus]="plugin/prometheus.cc plugin/stats_doc.cc plugin/stats_server.cc"
+  [warmup_requests]="plugin/warmup_requests.cc"
 )
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas prometheus)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas prometheus warmup_requests)
 
 mkdir -p "$OUT"
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

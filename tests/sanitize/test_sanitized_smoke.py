@@ -129,15 +129,18 @@ def poll_metrics(port, n=10):
 
 
 def test_young_block_stats_report_reload(uwsgi, tmp_path):
-    """The default policy (young, guard block) with a warmup, trim, a mule, max-requests recycling,
+    """The default policy (young, guard block) with a warmup and a replay, trim, a mule, max-requests recycling,
     the TCP stats server and the Prometheus endpoint polled, copy-on-write reports (through the module, on the trigger file and at
     exit), a SIGKILLed worker, a graceful reload and a stop."""
     reports = tmp_path / "cow"
     reports.mkdir()
+    replay = tmp_path / "warm.txt"
+    replay.write_text("# fault_app's pages\n/\nHEAD /gc X-A: \"b c\"\n/containers?n=1000\n")
     sp = integration.free_port()
     pp = integration.free_port()
     u = start(uwsgi, ["--mule", "--stats", f"127.0.0.1:{sp}", "--cowguard-stats-interval", "0.2",
                       "--cowguard-prometheus", f"127.0.0.1:{pp}", "--cowguard-cow-report", reports, "--cowguard-warmup", "os:getpid", "--cowguard-trim", "true",
+                      "--cowguard-warmup-requests", replay, "--cowguard-warmup-rounds", 2,
                       "--max-requests", 40, "--min-worker-lifetime", 0, "--forkbomb-delay", 0])
     thresholds = policy_thresholds(u.log())
     seen = u.every_worker("/gc", 2, timeout=60)
@@ -164,16 +167,20 @@ def test_young_block_stats_report_reload(uwsgi, tmp_path):
     assert u.stop() == 0
     log = check_clean(u)
     assert log.count("[cowguard] master: froze") == 2
+    assert log.count("warmup replay: done in") == 2, "at the start and after the reload"
     assert list(reports.glob("cow-*.json")), "no copy-on-write report written"
     assert "recycling" not in log  # no memory limit: recycles are uWSGI's max-requests
 
 
 def test_off_warn_lazy_apps_http_stats(uwsgi, tmp_path):
-    """gc off with guard warn under lazy-apps (each worker loads and freezes its own app), stats over
+    """gc off with guard warn under lazy-apps (each worker loads, replays and freezes its own app), stats over
     HTTP, the after-request GC state check under gc=off, a graceful reload and a stop."""
     sp = integration.free_port()
+    replay = tmp_path / "warm.txt"
+    replay.write_text("/\n/gc\n")
     u = start(uwsgi, ["--lazy-apps", "--cowguard-gc", "off", "--cowguard-guard", "warn",
-                      "--stats", f"127.0.0.1:{sp}", "--stats-http", "--cowguard-stats-interval", "0.2"])
+                      "--stats", f"127.0.0.1:{sp}", "--stats-http", "--cowguard-stats-interval", "0.2",
+                      "--cowguard-warmup-requests", replay])
     seen = u.every_worker("/gc", 2, timeout=60)
     for doc in seen.values():
         assert not doc["gc"]["enabled"] and doc["gc"]["frozen"] > 0, doc

@@ -40,11 +40,15 @@ START_TEST(defaults) {
     ck_assert(s.warmup_errors == WarmupErrors::Fatal);
     ck_assert_uint_eq(s.reload_on_uss_mb, 0);
     ck_assert(s.cow_report_dir.empty());
-    // Every name is known, and only cowguard-warmup keeps a list.
-    ck_assert_uint_eq(option_names().size(), 19);
     ck_assert(s.prometheus.text.empty() && s.instance_name.empty());
+    ck_assert(s.warmup_requests.empty() && s.warmup_after.empty() && !s.warmup_dry_run);
+    ck_assert_int_eq(s.warmup_rounds, 1);
+    // Every name is known, and only the warmup callables and request files keep a list.
+    ck_assert_uint_eq(option_names().size(), 23);
     ck_assert_int_eq(s.cow_report_signal, 99);
-    for (const auto& n : option_names()) ck_assert(option_is_list(n) == (n == "cowguard-warmup"));
+    for (const auto& n : option_names())
+        ck_assert(option_is_list(n) ==
+                  (n == "cowguard-warmup" || n == "cowguard-warmup-requests" || n == "cowguard-warmup-after"));
     ck_assert(!option_is_list("cowguard-bogus"));
 }
 END_TEST
@@ -66,6 +70,10 @@ START_TEST(good_values) {
         {"cowguard-evil-reload-on-pss", {"2048"}},
         {"cowguard-warmup", {"app.warm:run", " pkg.mod:Class.method "}},
         {"cowguard-warmup-errors", {"log"}},
+        {"cowguard-warmup-requests", {"urls.txt", " /srv/app/more urls.txt "}},
+        {"cowguard-warmup-rounds", {"1000"}},
+        {"cowguard-warmup-after", {"app.db:close_all"}},
+        {"cowguard-warmup-dry-run", {"yes"}},
         {"cowguard-trim", {"TRUE"}},
         {"cowguard-cow-report", {" /var/tmp/cow "}},
     };
@@ -87,6 +95,13 @@ START_TEST(good_values) {
     ck_assert_str_eq(s.warmup[0].c_str(), "app.warm:run");
     ck_assert_str_eq(s.warmup[1].c_str(), "pkg.mod:Class.method");
     ck_assert(s.warmup_errors == WarmupErrors::Log);
+    ck_assert_uint_eq(s.warmup_requests.size(), 2);
+    ck_assert_str_eq(s.warmup_requests[0].c_str(), "urls.txt");
+    ck_assert_str_eq(s.warmup_requests[1].c_str(), "/srv/app/more urls.txt");
+    ck_assert_int_eq(s.warmup_rounds, 1000);
+    ck_assert_uint_eq(s.warmup_after.size(), 1);
+    ck_assert_str_eq(s.warmup_after[0].c_str(), "app.db:close_all");
+    ck_assert(s.warmup_dry_run);
     ck_assert_str_eq(s.cow_report_dir.c_str(), "/var/tmp/cow");
 }
 END_TEST
@@ -192,6 +207,14 @@ START_TEST(unknown_words) {
     ck_assert(rejected("cowguard-warmup", "app.:run"));
     ck_assert(rejected("cowguard-warmup", "1app:run"));
     ck_assert(rejected("cowguard-cow-report", std::string("/tmp/a\0b", 8)));
+    ck_assert(rejected("cowguard-warmup-requests", "  "));
+    ck_assert(rejected("cowguard-warmup-requests", std::string("a\0b", 3)));
+    ck_assert(rejected("cowguard-warmup-rounds", "0"));
+    ck_assert(rejected("cowguard-warmup-rounds", "1001"));
+    ck_assert(rejected("cowguard-warmup-rounds", "-1"));
+    ck_assert(rejected("cowguard-warmup-rounds", "2x"));
+    ck_assert(rejected("cowguard-warmup-after", "close_all"));
+    ck_assert(rejected("cowguard-warmup-dry-run", "perhaps"));
     // An unknown option name is an error of its own.
     std::string unknown = error_of("cowguard-bogus", {"1"});
     ck_assert_str_eq(unknown.c_str(), "cowguard-bogus: not a cowguard option");
