@@ -6,7 +6,8 @@ PLUGIN := $(BUILD)/cowguard_plugin.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PLUGIN_DIR := $(shell uwsgi --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR="\\"\([^\\]*\)\\"".*/\1/p')
 PKGS := uwsgi-core uwsgi-plugin-python3 uwsgi-src libjansson-dev check pkg-config cmake g++ make \
-        python3-dev python3.11-dev python3-pytest python3-django python3-matplotlib wrk
+        python3-dev python3.11-dev python3-pytest python3-django python3-matplotlib wrk \
+        prometheus graphite-carbon python3-whisper
 
 .PHONY: deps build build-uwsgi unit integration test demo bench bench-extra bench-quick install clean
 
@@ -41,9 +42,10 @@ demo: build
 bench: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --full
 
-# What the stats cost the master (64 workers) and what Django warmup and trim do: about 4 minutes.
+# What the stats and the Prometheus endpoint cost the master (64 workers) and what Django warmup and trim do: about 7 minutes.
 bench-extra: build
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/stats_cost.py --workers 64 --seconds 30
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/prometheus_cost.py --workers 64 --seconds 30 --rounds 3
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/warmup_trim.py --rounds 3
 
 bench-quick: build

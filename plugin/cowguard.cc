@@ -33,7 +33,6 @@ extern "C" {
 #include "cowguard/fill_holes.h"
 #include "cowguard/immortalize.h"
 #include "cowguard/python_version.h"
-#include "cowguard/warmup.h"
 #include "cowguard/worker_slot.h"
 
 #include <malloc.h>
@@ -96,6 +95,7 @@ struct uwsgi_plugin* g_python = nullptr;
 int g_python_index = -1;
 void (*g_python_post_fork)(void) = nullptr;
 void (*g_python_atexit)(void) = nullptr;
+int (*g_python_mount_app)(char*, char*) = nullptr;
 
 std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main first
 
@@ -204,36 +204,6 @@ void find_python_plugin() {
     fail("needs uWSGI's python plugin, and none is loaded: load it before cowguard (plugins = python3,cowguard)");
 }
 
-// cowguard-warmup: in the main interpreter, with the GC still off, before the freeze.
-void run_warmups(bool in_worker) {
-    PyThreadState* prev = PyThreadState_Swap(g_interps.front());
-    bool fatal = g_settings.warmup_errors == WarmupErrors::Fatal;
-    warmup::Result r = warmup::run(g_settings.warmup, fatal);
-    PyThreadState_Swap(prev);
-    state().warmup_ms = r.ms;
-    if (r.ok) {
-        log_line("warmup: %zu callable%s ran in %.1f ms in %s %d%s", g_settings.warmup.size(),
-                 g_settings.warmup.size() == 1 ? "" : "s", r.ms, in_worker ? "worker" : "the master, pid",
-                 in_worker ? uwsgi.mywid : static_cast<int>(getpid()),
-                 in_worker ? " (lazy-apps: each worker warms up its own app; nothing is shared)" : "");
-        return;
-    }
-    if (!fatal) {
-        log_line("cowguard-warmup: %s raised (traceback above); going on as cowguard-warmup-errors = log asks",
-                 r.failed.c_str());
-        return;
-    }
-    log_line("cowguard-warmup: %s raised (traceback above); stopping as cowguard-warmup-errors = fatal asks",
-             r.failed.c_str());
-    if (in_worker) {
-        // Like need-app with lazy-apps: the whole instance stops (status 22) rather than
-        // respawning forever; the master acts on the flag in its next cycle.
-        if (state().slots) state().slots[0].stop_instance.store(1);
-        exit(UWSGI_FAILED_APP_CODE);
-    }
-    exit(1);
-}
-
 // cowguard-trim: hand the free pages at the top of the malloc heap and in its bins back to the
 // kernel before the fork, so no worker inherits (and later copies) them.
 void trim_heap() {
@@ -245,8 +215,59 @@ void trim_heap() {
                  after.rss / 1048576.0);
 }
 
+// uWSGI's own option, as given (ini or command line): true when present and not false.
+bool uwsgi_option_on(const char* name) {
+    for (int i = 0; i < uwsgi.exported_opts_cnt; i++) {
+        struct uwsgi_opt* o = uwsgi.exported_opts[i];
+        if (!o || !o->key || strcmp(o->key, name) != 0) continue;
+        const char* v = o->value;
+        return !v || !(strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0);
+    }
+    return false;
+}
+
+// Python threads alive in the master's main interpreter at the last count before the fork (the
+// counting thread included), and the process that counted them.
+int g_master_python_threads = 1;
+pid_t g_threads_counted_in = 0;
+
+int count_python_threads() {
+    int n = 0;
+    for (PyThreadState* t = PyInterpreterState_ThreadHead(PyInterpreterState_Main()); t; t = PyThreadState_Next(t)) n++;
+    return n;
+}
+
+// A thread started at import may hold the GIL, or a lock, when the master forks; the worker gets
+// its state without the thread. With enable-threads the master lets go of the GIL before the fork
+// (master_fixup), and without py-call-uwsgi-fork-hooks nothing takes it back first: a worker can
+// wait for it for ever, in uWSGI's own code before any plugin runs (uWSGI issues #1149, #1369;
+// stock uWSGI hung in 3 of 3 starts here). cowguard cannot undo that; it says so before the fork.
+void warn_threads_at_fork() {
+    g_master_python_threads = count_python_threads();
+    g_threads_counted_in = getpid();
+    if (!uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
+    log_line("%d Python threads run in the master before the fork (started at import) and threads are enabled "
+             "without py-call-uwsgi-fork-hooks: a worker forked while one of them holds the GIL waits for it for "
+             "ever (uWSGI issues #1149, #1369). Set py-call-uwsgi-fork-hooks = true",
+             g_master_python_threads - 1);
+}
+
+// Without enable-threads the forking thread holds the GIL, so the worker can repair Python's
+// thread state itself, as py-call-osafterfork would: a new GIL (a master thread's pending switch
+// request would otherwise leave the worker waiting for a thread that does not exist, at its first
+// import or its exit), the other threads' states dropped, threading and os.register_at_fork told.
+void reinit_python_after_fork() {
+    // Only in a forked process: without a master, worker 1 is the process that counted, threads alive.
+    if (getpid() == g_threads_counted_in) return;
+    if (uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-osafterfork") ||
+        uwsgi_option_on("py-call-uwsgi-fork-hooks"))
+        return;
+    PyOS_AfterFork_Child();
+}
+
 void process_started();
 void wrapped_python_post_fork();
+int wrapped_python_mount_app(char* mountpoint, char* app);
 void wrapped_python_atexit();
 
 int cowguard_init() {
@@ -257,6 +278,7 @@ int cowguard_init() {
         log_line("cowguard = false: loaded, changing nothing");
         return 0;
     }
+    glue::warmup_load_requests();
     find_python_plugin();
     check_python_version();
     g_immortalize = plan_immortalize(g_settings.immortalize, immortal::supported(),
@@ -272,6 +294,10 @@ int cowguard_init() {
     // Wrap the python plugin's hooks (see the comment at the top of this file).
     g_python_post_fork = g_python->post_fork;
     g_python->post_fork = wrapped_python_post_fork;
+    if (g_python->mount_app) {
+        g_python_mount_app = g_python->mount_app;
+        g_python->mount_app = wrapped_python_mount_app;
+    }
     if (g_settings.fast_exit) {
         g_python_atexit = g_python->atexit;
         g_python->atexit = wrapped_python_atexit;
@@ -301,6 +327,7 @@ void cowguard_post_init() {
     // Here, not at init: uWSGI has dropped privileges (uid/gid) by now, and no app is loaded yet.
     glue::cow_report_check_dir();
     gc::GilScope gil;
+    fast_exit::pin_std_streams();  // before the python plugin replaces them (see fast_exit.h)
     gc::on_interpreter_ready();
     if (lazy_mode())
         log_line("lazy-apps: every worker loads its own app, so no app memory is shared; "
@@ -345,6 +372,7 @@ void log_policy(const char* where) {
 }
 
 void process_started() {
+    glue::stats_after_fork();
     WorkerSlot* slot = my_slot();
     start_slot(slot);
     pymodule::set_slot(slot);
@@ -359,7 +387,18 @@ void process_started() {
     publish_slot(slot);
 }
 
+// The python plugin mounts `mount` apps in the master without taking the GIL (it does so only
+// in workers), and with py-call-uwsgi-fork-hooks it has already let it go by then: a thread
+// started at import then runs Python beside the new interpreter's import, and the master crashed
+// (stock uWSGI too, seen here). Mounting with the GIL held is what CPython requires.
+int wrapped_python_mount_app(char* mountpoint, char* app) {
+    if (PyGILState_Check()) return g_python_mount_app(mountpoint, app);
+    gc::GilScope gil;
+    return g_python_mount_app(mountpoint, app);
+}
+
 void wrapped_python_post_fork() {
+    if (state().active) reinit_python_after_fork();
     if (g_python_post_fork) g_python_post_fork();
     process_started();
 }
@@ -382,7 +421,7 @@ void wrapped_python_atexit() {
     sigprocmask(SIG_BLOCK, &all, nullptr);
     PyGILState_Ensure();  // never released: this process ends below
     if (g_interps.empty()) collect_interpreters();
-    fast_exit::run_python_exit_path(g_interps, uwsgi.skip_atexit);
+    fast_exit::run_python_exit_path(g_interps, uwsgi.skip_atexit, uwsgi.last_exit_code);
     // uwsgi_plugins_atexit() would call the request plugins after python's: call them here.
     for (int j = g_python_index + 1; j < 256; j++) {
         struct uwsgi_plugin* p = uwsgi.p[j];
@@ -402,7 +441,8 @@ void cowguard_post_app(void) {
     gc::GilScope gil;
     collect_interpreters();
     bool in_worker = uwsgi.mywid > 0;
-    if (!g_settings.warmup.empty()) run_warmups(in_worker);
+    // The warmup: with the GC still off, before the freeze.
+    glue::warmup_run(g_interps.front(), g_python_index);
     if (!g_settings.freeze) return;
     g_freeze = gc::freeze_all(g_interps);
     state().frozen_objects = g_freeze.frozen;
@@ -470,6 +510,8 @@ struct PluginTableInit {
         cowguard_plugin.postinit_apps = [] {
             if (!state().active || uwsgi.mywid != 0) return;
             gc::GilScope gil;
+            fast_exit::flush_pinned_streams();  // what threads printed before the streams were replaced
+            warn_threads_at_fork();
             glue::cow_report_setup_master(g_python_index);
         };
         cowguard_plugin.atexit = [] {

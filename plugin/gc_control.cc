@@ -34,13 +34,11 @@ uint64_t now_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// Runs fn with ts as the current thread state (GIL held), restoring the previous one.
+// Runs fn in the interpreter of ts (GIL held); see InterpreterScope.
 template <typename Fn>
 void in_interpreter(PyThreadState* ts, Fn&& fn) {
-    PyThreadState* prev = PyThreadState_Get();
-    if (ts != prev) PyThreadState_Swap(ts);
+    InterpreterScope scope(ts);
     fn();
-    if (ts != prev) PyThreadState_Swap(prev);
 }
 
 // gc.<name>, bypassing the guard's wrapper when one is installed (our own calls are never blocked).
@@ -230,6 +228,22 @@ void install_callback_here() {
 }
 
 }  // namespace
+
+InterpreterScope::InterpreterScope(PyThreadState* ts) : prev_(PyThreadState_Get()) {
+    if (!ts || ts->interp == prev_->interp) return;
+    if (ts->thread_id != PyThread_get_thread_ident()) ts = temporary_ = PyThreadState_New(ts->interp);
+    PyThreadState_Swap(ts);
+    swapped_ = true;
+}
+
+InterpreterScope::~InterpreterScope() {
+    if (!swapped_) return;
+    PyThreadState_Swap(prev_);
+    if (temporary_) {
+        PyThreadState_Clear(temporary_);
+        PyThreadState_Delete(temporary_);
+    }
+}
 
 void set_logger(LogFn fn) { g_log = fn; }
 void configure(const Settings* settings) { g_settings = settings; }

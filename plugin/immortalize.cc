@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "cowguard/frozen_walk.h"
+#include "cowguard/gc_control.h"
 #include "cowguard/immortal.h"
 
 namespace cowguard::immortal {
@@ -88,12 +89,10 @@ Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::ve
     std::sort(w.keep_mortal.begin(), w.keep_mortal.end());
     double t0 = now_ms();
     if (supported()) {
-        PyThreadState* prev = PyThreadState_Get();
         for (PyThreadState* ts : interps) {
-            if (ts != PyThreadState_Get()) PyThreadState_Swap(ts);
+            gc::InterpreterScope scope(ts);
             cowguard_walk_frozen(visit_frozen, &w);
         }
-        if (prev != PyThreadState_Get()) PyThreadState_Swap(prev);
     }
     w.r.ms = now_ms() - t0;
     return w.r;

@@ -1,16 +1,26 @@
 // uWSGI glue for the master's figures: the sampler thread, the stats server thread serving
-// uWSGI's own document with cowguard's figures merged in, the metrics, the memory limits, and
-// each process's exit line. Everything here runs in the master except log_exit_line().
+// uWSGI's own document with cowguard's figures merged in, the Prometheus endpoint
+// (cowguard-prometheus, a second server thread), the metrics, the memory limits, and each
+// process's exit line. Everything here runs in the master except log_exit_line() and
+// stats_after_fork().
 #include <Python.h>  // first, as CPython asks (uwsgi.h pulls in system headers)
 
 extern "C" {
 #include <uwsgi.h>
 }
 
+#include <netdb.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -19,6 +29,7 @@ extern "C" {
 
 #include "cowguard/glue_state.h"
 #include "cowguard/procfs.h"
+#include "cowguard/prometheus.h"
 #include "cowguard/sampler.h"
 #include "cowguard/stats_doc.h"
 #include "cowguard/stats_server.h"
@@ -39,6 +50,11 @@ bool g_started = false;
 std::atomic<int64_t> g_pss_total{0};
 std::atomic<int64_t> g_frozen_metric{0};
 std::vector<int> g_evil_killed;  // pids already killed by the evil limits (until they are reaped)
+// cowguard-prometheus: bound at init, served from master_cycle on.
+int g_prometheus_fd = -1;
+std::unique_ptr<StatsServer> g_prometheus;
+std::thread* g_prometheus_thread = nullptr;  // never destroyed, as g_server_thread
+std::string g_instance_name;
 
 constexpr double kMB = 1024.0 * 1024.0;
 
@@ -118,33 +134,24 @@ void sampler_loop() {
     }
 }
 
-std::string build_document() {
-    struct uwsgi_stats* us = uwsgi_master_generate_stats();
-    if (!us) return "{}";
-    std::string raw(us->base, us->pos);
-    free(us->base);
-    free(us);
+// What the slot says now about the process `pid` (GC figures are live; memory comes from the
+// sampler's last round): the same reading for the stats document and the exposition.
+void add_slot_figures(ProcessFigures& f, int pid, WorkerSlot* slot) {
+    f.pid = pid;
+    if (!slot || pid <= 0 || slot->pid.load(std::memory_order_relaxed) != pid) return;
+    f.gc_ok = true;
+    f.gc = gc_figures_from(*slot);
+    f.recycles = slot->recycles.load(std::memory_order_relaxed);
+    // The slot's peak is reset at the fork and raised by the sampler: a round may not have
+    // seen this process yet.
+    f.peak_private = std::max(static_cast<uint64_t>(slot->peak_private.load(std::memory_order_relaxed)),
+                              f.mem_ok ? f.uss : 0);
+}
 
+TopFigures top_figures(const Snapshot& snap) {
     const State& s = state();
-    Snapshot snap = g_sampler->snapshot();
-    // GC figures are read live from the slots; memory figures come from the last round.
-    for (int i = 1; i <= uwsgi.numproc; i++) {
-        WorkerSlot* slot = worker_slot(i);
-        int pid = uwsgi.workers[i].pid;
-        if (!slot || pid <= 0 || slot->pid.load(std::memory_order_relaxed) != pid) continue;
-        ProcessFigures& f = snap.workers[pid];
-        f.pid = pid;
-        f.gc_ok = true;
-        f.gc = gc_figures_from(*slot);
-        f.recycles = slot->recycles.load(std::memory_order_relaxed);
-        // The slot's peak is reset at the fork and raised by the sampler: a round may not have
-        // seen this process yet.
-        f.peak_private = std::max(static_cast<uint64_t>(slot->peak_private.load(std::memory_order_relaxed)),
-                                  f.mem_ok ? f.uss : 0);
-    }
-    TopFigures top;
+    TopFigures top;  // options: only the stats document lists them
     top.version = COWGUARD_VERSION;
-    top.options = describe_settings(s.settings);
     top.frozen_objects = s.frozen_objects;
     top.freeze_ms = s.freeze_ms;
     top.immortal_objects = s.immortal_objects;
@@ -160,6 +167,68 @@ std::string build_document() {
     top.sampler_interval_s = g_effective_interval_s;
     top.sampler_round_ms = snap.last_round_ms;
     top.sampler_rounds = snap.rounds;
+    return top;
+}
+
+// uWSGI's status word for worker `wid`, decided as its stats document decides it.
+const char* worker_status(int wid) {
+    const struct uwsgi_worker& w = uwsgi.workers[wid];
+    if (w.cheaped) return "cheap";
+    if (w.suspended && !uwsgi_worker_is_busy(wid)) return "pause";
+    if (w.sig) return "sig";
+    return uwsgi_worker_is_busy(wid) ? "busy" : "idle";
+}
+
+// The body of GET /metrics: the sampler's last round, the slots and uWSGI's worker table, read
+// as they are (no /proc, no JSON): a scrape costs a copy of the snapshot and a walk of the slots.
+std::string build_exposition() {
+    Snapshot snap = g_sampler->snapshot();
+    Exposition e;
+    e.instance_name = g_instance_name;
+    e.top = top_figures(snap);
+    for (const ProcessRef& p : processes()) {
+        ExposedProcess x;
+        x.id = p.id;
+        x.kind = p.kind == ProcessRef::Kind::Mule      ? ExposedProcess::Kind::Mule
+                 : p.kind == ProcessRef::Kind::Spooler ? ExposedProcess::Kind::Spooler
+                                                       : ExposedProcess::Kind::Worker;
+        if (p.pid > 0) {
+            const auto& round = p.kind == ProcessRef::Kind::Mule ? snap.mules : snap.workers;
+            auto it = round.find(p.pid);
+            if (it != round.end()) x.figures = it->second;
+            add_slot_figures(x.figures, p.pid, p.slot);
+        }
+        if (p.kind == ProcessRef::Kind::Worker) {
+            // A cheaped worker (no process) still has its requests, respawns and status.
+            x.has_uwsgi = true;
+            x.uwsgi.requests = uwsgi.workers[p.id].requests;
+            x.uwsgi.respawns = uwsgi.workers[p.id].respawn_count;
+            x.uwsgi.status = worker_status(p.id);
+        } else if (p.pid <= 0) {
+            continue;
+        }
+        e.processes.push_back(std::move(x));
+    }
+    return render_prometheus(e);
+}
+
+std::string build_document() {
+    struct uwsgi_stats* us = uwsgi_master_generate_stats();
+    if (!us) return "{}";
+    std::string raw(us->base, us->pos);
+    free(us->base);
+    free(us);
+
+    Snapshot snap = g_sampler->snapshot();
+    // GC figures are read live from the slots; memory figures come from the last round.
+    for (int i = 1; i <= uwsgi.numproc; i++) {
+        WorkerSlot* slot = worker_slot(i);
+        int pid = uwsgi.workers[i].pid;
+        if (!slot || pid <= 0 || slot->pid.load(std::memory_order_relaxed) != pid) continue;
+        add_slot_figures(snap.workers[pid], pid, slot);
+    }
+    TopFigures top = top_figures(snap);
+    top.options = describe_settings(state().settings);
     std::string out;
     if (!merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified, out)) return raw;
     return out;
@@ -172,12 +241,78 @@ void register_gauge(const char* name, const char* oid, void* ptr) {
 
 }  // namespace
 
+namespace {
+
+[[noreturn]] void prometheus_fail(const std::string& why) {
+    log_line("cowguard-prometheus: %s", printable(why).c_str());
+    exit(1);
+}
+
+// A listening socket on `a`, close-on-exec (a graceful reload's new master binds it afresh), or
+// a stop with one line saying why.
+int prometheus_listen(const ListenAddress& a) {
+    const std::string& where = a.text;
+    if (a.unix_socket) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) prometheus_fail("cannot create a unix socket: " + std::string(strerror(errno)));
+        // A socket file left by an instance that died: bind() would fail on it (uWSGI does the same).
+        struct stat sb;
+        if (lstat(a.path.c_str(), &sb) == 0 && S_ISSOCK(sb.st_mode)) unlink(a.path.c_str());
+        sockaddr_un sun{};
+        sun.sun_family = AF_UNIX;
+        memcpy(sun.sun_path, a.path.c_str(), a.path.size() + 1);  // validated: under 108 bytes
+        if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) != 0 || listen(fd, 128) != 0)
+            prometheus_fail("cannot listen on " + where + ": " + strerror(errno));
+        return fd;
+    }
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    std::string port = std::to_string(a.port);
+    int rc = getaddrinfo(a.host.empty() ? nullptr : a.host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0 || !res) prometheus_fail("cannot resolve " + where + ": " + gai_strerror(rc));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+        int err = errno;
+        freeaddrinfo(res);
+        prometheus_fail("cannot listen on " + where + ": " + strerror(err));
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+}  // namespace
+
 void stats_on_init() {
     const Settings& st = state().settings;
     bool limits = st.reload_on_uss_mb || st.reload_on_pss_mb || st.evil_reload_on_uss_mb || st.evil_reload_on_pss_mb;
-    if (st.stats || limits) g_sampler = std::make_unique<Sampler>(st);
+    bool prometheus = !st.prometheus.text.empty();
+    if (st.stats || limits || prometheus) g_sampler = std::make_unique<Sampler>(st);
     if (limits && !uwsgi.master_process)
         log_line("cowguard-reload-on-* limits need the master (master = true): the master samples the workers");
+    if (!prometheus) return;
+    if (!uwsgi.master_process)
+        prometheus_fail("needs the master (master = true): its thread serves the figures the master samples");
+    std::vector<std::string> argv(uwsgi.argv, uwsgi.argv + uwsgi.argc);
+    const char* procname = uwsgi.procname_master ? uwsgi.procname_master : uwsgi.procname;
+    g_instance_name = !st.instance_name.empty()
+                          ? st.instance_name
+                          : default_instance_name(argv, uwsgi.has_emperor, procname ? procname : "");
+    // Bound here, in the master before any fork: a taken port stops uWSGI now, not at the first scrape.
+    g_prometheus_fd = prometheus_listen(st.prometheus);
+    // After a graceful reload uWSGI closes every inherited descriptor it does not know, right after
+    // this init: ours is new, but would go the same way without this.
+    uwsgi_add_safe_fd(g_prometheus_fd);
+}
+
+void stats_after_fork() {
+    // Workers, mules and spoolers have no use for the listening socket; holding it would keep the
+    // port bound after the master is gone.
+    if (g_prometheus_fd >= 0) close(g_prometheus_fd);
+    g_prometheus_fd = -1;
 }
 
 void metrics_register() {
@@ -222,7 +357,10 @@ void master_cycle() {
     if (g_started || !g_sampler) return;
     g_started = true;
     g_frozen_metric.store(static_cast<int64_t>(state().frozen_objects), std::memory_order_relaxed);
-    std::thread(sampler_loop).detach();
+    std::thread([] {
+        pthread_setname_np(pthread_self(), "cowguard-sample");
+        sampler_loop();
+    }).detach();
 
     // Take over uWSGI's stats socket: core bound it (TCP or unix, chmod-socket, abstract) just
     // before its first loop; from now on cowguard's thread answers on it, so a slow or idle
@@ -234,11 +372,28 @@ void master_cycle() {
         fcntl(fd, F_SETFD, FD_CLOEXEC);
         StatsServerConfig cfg;
         cfg.listen_fd = fd;
-        cfg.http = uwsgi.stats_http;
+        cfg.protocol = uwsgi.stats_http ? StatsProtocol::StatsHttp : StatsProtocol::Raw;
         cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
         g_server = std::make_unique<StatsServer>(cfg, build_document);
-        g_server_thread = new std::thread([] { g_server->run(); });
+        g_server_thread = new std::thread([] {
+            pthread_setname_np(pthread_self(), "cowguard-stats");
+            g_server->run();
+        });
         log_line("stats server on %s now serves uWSGI's document with cowguard's figures", uwsgi.stats);
+    }
+    if (g_prometheus_fd >= 0) {
+        StatsServerConfig cfg;
+        cfg.listen_fd = g_prometheus_fd;
+        cfg.protocol = StatsProtocol::Metrics;
+        cfg.content_type = kPrometheusContentType;
+        cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
+        g_prometheus = std::make_unique<StatsServer>(cfg, build_exposition);
+        g_prometheus_thread = new std::thread([] {
+            pthread_setname_np(pthread_self(), "cowguard-prom");  // its own line in top -H, its own CPU figure
+            g_prometheus->run();
+        });
+        log_line("prometheus: GET /metrics on %s (instance_name \"%s\")", state().settings.prometheus.text.c_str(),
+                 printable(g_instance_name).c_str());
     }
 }
 
@@ -246,9 +401,14 @@ void stats_cleanup() {
     // Before a graceful reload closes every descriptor and execs, and at the master's exit: a
     // client in the middle of a document gets the rest of it (within the server's drain time)
     // instead of a connection closed under it.
-    if (!g_server_thread || !g_server_thread->joinable() || getpid() != uwsgi.workers[0].pid) return;
-    g_server->stop();
-    g_server_thread->join();
+    if (getpid() != uwsgi.workers[0].pid) return;
+    // Both stop first, so their drains run side by side.
+    bool stats = g_server_thread && g_server_thread->joinable();
+    bool prometheus = g_prometheus_thread && g_prometheus_thread->joinable();
+    if (stats) g_server->stop();
+    if (prometheus) g_prometheus->stop();
+    if (stats) g_server_thread->join();
+    if (prometheus) g_prometheus_thread->join();
 }
 
 void log_busy_exit_line() {

@@ -131,6 +131,28 @@ const std::vector<OptionSpec>& specs() {
              else return false;
              return true;
          }},
+        {"cowguard-warmup-requests", "a request file path (absolute, or relative to uWSGI's working directory)", true,
+         [](const std::string& v, Settings& o) {
+             std::string t = trim(v);
+             if (t.empty() || t.find('\0') != std::string::npos) return false;
+             o.warmup_requests.push_back(t);
+             return true;
+         }},
+        {"cowguard-warmup-rounds", "an integer from 1 to 1000", false,
+         [](const std::string& v, Settings& o) {
+             unsigned long long x;
+             if (!parse_uint(trim(v), 1000, x) || x < 1) return false;
+             o.warmup_rounds = static_cast<int>(x);
+             return true;
+         }},
+        {"cowguard-warmup-after", "module:callable (a dotted module path, a colon, a callable name)", true,
+         [](const std::string& v, Settings& o) {
+             if (!parse_warmup(v)) return false;
+             o.warmup_after.push_back(trim(v));
+             return true;
+         }},
+        {"cowguard-warmup-dry-run", "true or false", false,
+         [](const std::string& v, Settings& o) { return parse_bool(v, o.warmup_dry_run); }},
         {"cowguard-trim", "true or false", false,
          [](const std::string& v, Settings& o) { return parse_bool(v, o.trim); }},
         {"cowguard-cow-report", "a directory path (absolute, or relative to uWSGI's working directory)", false,
@@ -147,6 +169,12 @@ const std::vector<OptionSpec>& specs() {
              o.cow_report_signal = static_cast<int>(x);
              return true;
          }},
+        {"cowguard-prometheus",
+         "host:port (TCP, port 1 to 65535, an empty host is every interface) or a unix socket path (no colon, "
+         "at most 107 bytes)",
+         false, [](const std::string& v, Settings& o) { return parse_listen_address(v, o.prometheus); }},
+        {"cowguard-instance-name", "a name of 1 to 128 characters, no control characters", false,
+         [](const std::string& v, Settings& o) { return parse_instance_name(v, o.instance_name); }},
     };
     return s;
 }
@@ -296,6 +324,48 @@ bool parse_warmup(const std::string& v) {
     return is_dotted_name(t.substr(0, colon)) && is_dotted_name(t.substr(colon + 1));
 }
 
+bool parse_listen_address(const std::string& v, ListenAddress& out) {
+    std::string t = trim(v);
+    if (t.empty() || t.find('\0') != std::string::npos) return false;
+    for (unsigned char c : t)
+        if (c < 0x20 || c == 0x7f) return false;
+    ListenAddress a;
+    a.text = t;
+    size_t colon = t.rfind(':');
+    if (colon == std::string::npos) {
+        if (t.size() > 107) return false;  // sun_path holds 108 bytes with the terminating NUL
+        a.unix_socket = true;
+        a.path = t;
+        out = a;
+        return true;
+    }
+    unsigned long long port;
+    if (!parse_uint(t.substr(colon + 1), 65535, port) || port == 0) return false;
+    std::string host = t.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+        if (host.empty()) return false;
+        for (char c : host)
+            if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+    } else {
+        for (char c : host)
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) return false;
+    }
+    a.host = host;
+    a.port = static_cast<int>(port);
+    out = a;
+    return true;
+}
+
+bool parse_instance_name(const std::string& v, std::string& out) {
+    std::string t = trim(v);
+    if (t.empty() || t.size() > 128) return false;
+    for (unsigned char c : t)
+        if (c < 0x20 || c == 0x7f) return false;
+    out = t;
+    return true;
+}
+
 BuildResult build_settings(const RawOptions& raw, Settings& out) {
     BuildResult r;
     Settings s;
@@ -349,8 +419,12 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
     std::string interval = std::to_string(s.stats_interval_s);
     interval.erase(interval.find_last_not_of('0') + 1);
     if (!interval.empty() && interval.back() == '.') interval.pop_back();
-    std::string warmup;
-    for (const auto& w : s.warmup) warmup += (warmup.empty() ? "" : " ") + w;
+    auto join = [](const std::vector<std::string>& v) {
+        std::string out;
+        for (const auto& w : v) out += (out.empty() ? "" : " ") + w;
+        return out;
+    };
+    std::string warmup = join(s.warmup);
     std::string gc = s.gc == GcPolicy::Young ? "young" : s.gc == GcPolicy::Off ? "off" : describe_policy(s.gc, s.thresholds).substr(11);
     return {
         {"cowguard", b(s.enabled)},
@@ -369,9 +443,15 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-evil-reload-on-pss", n(s.evil_reload_on_pss_mb)},
         {"cowguard-warmup", warmup},
         {"cowguard-warmup-errors", s.warmup_errors == WarmupErrors::Fatal ? "fatal" : "log"},
+        {"cowguard-warmup-requests", join(s.warmup_requests)},
+        {"cowguard-warmup-rounds", std::to_string(s.warmup_rounds)},
+        {"cowguard-warmup-after", join(s.warmup_after)},
+        {"cowguard-warmup-dry-run", b(s.warmup_dry_run)},
         {"cowguard-trim", b(s.trim)},
         {"cowguard-cow-report", s.cow_report_dir},
         {"cowguard-cow-report-signal", std::to_string(s.cow_report_signal)},
+        {"cowguard-prometheus", s.prometheus.text},
+        {"cowguard-instance-name", s.instance_name},
     };
 }
 

@@ -14,21 +14,6 @@
 
 namespace cowguard {
 
-namespace {
-
-struct JsonDecref {
-    void operator()(json_t* j) const { json_decref(j); }
-};
-using JsonPtr = std::unique_ptr<json_t, JsonDecref>;
-
-json_t* json_u64(uint64_t v) {
-    // json_int_t is long long: clamp rather than wrap to a negative number.
-    return json_integer(v > static_cast<uint64_t>(LLONG_MAX) ? LLONG_MAX : static_cast<json_int_t>(v));
-}
-
-json_t* json_double(double v) { return std::isfinite(v) ? json_real(v) : json_null(); }
-
-// jansson refuses invalid UTF-8; option values are user text and may be in any encoding.
 std::string valid_utf8(std::string_view s) {
     std::string out;
     out.reserve(s.size());
@@ -58,6 +43,20 @@ std::string valid_utf8(std::string_view s) {
     }
     return out;
 }
+
+namespace {
+
+struct JsonDecref {
+    void operator()(json_t* j) const { json_decref(j); }
+};
+using JsonPtr = std::unique_ptr<json_t, JsonDecref>;
+
+json_t* json_u64(uint64_t v) {
+    // json_int_t is long long: clamp rather than wrap to a negative number.
+    return json_integer(v > static_cast<uint64_t>(LLONG_MAX) ? LLONG_MAX : static_cast<json_int_t>(v));
+}
+
+json_t* json_double(double v) { return std::isfinite(v) ? json_real(v) : json_null(); }
 
 json_t* json_text(std::string_view s) {
     std::string clean = valid_utf8(s);

@@ -1,5 +1,5 @@
 // Non-blocking stats server (see stats_server.h). One epoll loop; each client is a small state
-// machine: [read request (http only)] -> write document -> close.
+// machine: [read request (StatsHttp, Metrics)] -> write answer -> close.
 #include "cowguard/stats_server.h"
 
 #include <fcntl.h>
@@ -18,6 +18,7 @@ namespace cowguard {
 namespace {
 
 struct Client {
+    std::string in;  // Metrics: the request head read so far
     std::string out;
     size_t sent = 0;
     bool reading = false;
@@ -47,7 +48,75 @@ constexpr const char kHttpHeaders[] =
     "HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n"
     "Content-Type: application/json\r\n\r\n";
 
+const char* reason_phrase(int status) {
+    switch (status) {
+        case 200: return "OK";
+        case 400: return "Bad Request";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 431: return "Request Header Fields Too Large";
+    }
+    return "Error";
+}
+
+// Where a request head ends (just past its blank line), or npos. Bare LF lines are accepted too.
+size_t head_end(std::string_view s) {
+    size_t crlf = s.find("\r\n\r\n"), lf = s.find("\n\n");
+    size_t a = crlf == std::string_view::npos ? crlf : crlf + 4, b = lf == std::string_view::npos ? lf : lf + 2;
+    return std::min(a, b);
+}
+
+bool is_token_char(char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
 }  // namespace
+
+MetricsRoute metrics_route(std::string_view head) {
+    MetricsRoute r;
+    size_t eol = head.find('\n');
+    std::string_view line = head.substr(0, eol);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    size_t sp1 = line.find(' ');
+    if (sp1 == std::string_view::npos || sp1 == 0) return r;
+    size_t sp2 = line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || sp2 == sp1 + 1 || line.find(' ', sp2 + 1) != std::string_view::npos) return r;
+    std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1),
+                     version = line.substr(sp2 + 1);
+    for (char c : method)
+        if (!is_token_char(c)) return r;
+    if (version.size() != 8 || version.substr(0, 7) != "HTTP/1." || version[7] < '0' || version[7] > '9') return r;
+    for (char c : target)
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return r;
+    // An absolute-form target (a proxy's "http://host:port/metrics") names the same path.
+    if (target.substr(0, 7) == "http://" || target.substr(0, 8) == "https://") {
+        size_t slash = target.find('/', target.find("//") + 2);
+        target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
+    std::string_view path = target.substr(0, target.find('?'));
+    if (path != "/metrics") {
+        r.status = 404;
+        return r;
+    }
+    if (method != "GET" && method != "HEAD") {
+        r.status = 405;
+        return r;
+    }
+    r.status = 200;
+    r.head_only = method == "HEAD";
+    return r;
+}
+
+std::string http_answer(int status, std::string_view content_type, std::string_view body, bool head_only) {
+    std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\nContent-Type: ";
+    out += content_type;
+    out += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    if (status == 405) out += "Allow: GET, HEAD\r\n";
+    out += "Connection: close\r\n\r\n";
+    if (!head_only) out += body;
+    return out;
+}
 
 void StatsServer::stop() {
     stopping_ = true;
@@ -90,7 +159,26 @@ void StatsServer::run() {
     // Builds the answer and tries to send it at once; most documents fit the socket buffer.
     auto start_writing = [&](int fd, Client& c) {
         c.reading = false;
-        c.out = (cfg_.http ? std::string(kHttpHeaders) : std::string()) + document_();
+        if (cfg_.protocol == StatsProtocol::Metrics) {
+            size_t end = head_end(c.in);
+            bool too_long = end == std::string::npos ? c.in.size() > kMaxRequestHead : end > kMaxRequestHead;
+            MetricsRoute route = too_long ? MetricsRoute{431, false} : metrics_route(c.in);
+            std::string body;
+            const char* text = "text/plain; charset=utf-8";
+            switch (route.status) {
+                case 200: body = document_(); break;
+                case 404: body = "not found: cowguard serves GET /metrics here\n"; break;
+                case 405: body = "method not allowed: GET or HEAD /metrics\n"; break;
+                case 431: body = "request head over " + std::to_string(kMaxRequestHead) + " bytes\n"; break;
+                default: body = "bad request: expected GET /metrics HTTP/1.1\n"; break;
+            }
+            c.out = http_answer(route.status, route.status == 200 ? cfg_.content_type : text, body, route.head_only);
+            c.in.clear();
+            c.in.shrink_to_fit();
+        } else {
+            c.out = (cfg_.protocol == StatsProtocol::StatsHttp ? std::string(kHttpHeaders) : std::string()) +
+                    document_();
+        }
         epoll_event w{};
         w.events = EPOLLOUT;
         w.data.fd = fd;
@@ -170,7 +258,7 @@ void StatsServer::run() {
                     r.events = EPOLLIN;
                     r.data.fd = cfd;
                     epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &r);
-                    if (cfg_.http) {
+                    if (cfg_.protocol != StatsProtocol::Raw) {
                         c.reading = true;
                     } else {
                         start_writing(cfd, c);
@@ -183,10 +271,16 @@ void StatsServer::run() {
             if (it == clients.end()) continue;
             Client& c = it->second;
             if (c.reading) {
-                // Like uWSGI: any bytes of a request are enough; the document is the only resource.
                 char buf[4096];
                 ssize_t r = recv(fd, buf, sizeof(buf), 0);
-                if (r > 0) {
+                if (r > 0 && cfg_.protocol == StatsProtocol::Metrics) {
+                    // The whole head first (a request may come in pieces), within kMaxRequestHead.
+                    c.in.append(buf, static_cast<size_t>(r));
+                    if (head_end(c.in) == std::string::npos && c.in.size() <= kMaxRequestHead) continue;
+                    start_writing(fd, c);
+                    try_write(fd, clients[fd]);
+                } else if (r > 0) {
+                    // Like uWSGI: any bytes of a request are enough; the document is the only resource.
                     start_writing(fd, c);
                     try_write(fd, clients[fd]);
                 } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {

@@ -1,4 +1,4 @@
-// Warmup callables (see warmup.h).
+// Warmup callables and request replay, CPython side (see warmup.h).
 #include <Python.h>
 
 #include "cowguard/warmup.h"
@@ -37,7 +37,86 @@ bool call_one(const std::string& spec) {
     return res != nullptr;
 }
 
+// A new reference to cowguard.<name> in the current interpreter.
+PyObject* helper(const char* name) {
+    PyObject* m = PyImport_ImportModule("cowguard");
+    if (!m) return nullptr;
+    PyObject* f = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return f;
+}
+
+// ((where, method, path, query, ((name, value), ...)), ...) for cowguard._replay.
+PyObject* request_tuples(const std::vector<RequestFile>& files) {
+    PyObject* list = PyList_New(0);
+    for (const RequestFile& f : files) {
+        for (const Request& r : f.requests) {
+            if (!list) return nullptr;
+            PyObject* headers = PyTuple_New(static_cast<Py_ssize_t>(r.headers.size()));
+            if (!headers) {
+                Py_CLEAR(list);
+                return nullptr;
+            }
+            for (size_t i = 0; i < r.headers.size(); i++) {
+                PyObject* pair = Py_BuildValue("(ss)", r.headers[i].first.c_str(), r.headers[i].second.c_str());
+                if (!pair) {
+                    Py_DECREF(headers);
+                    Py_CLEAR(list);
+                    return nullptr;
+                }
+                PyTuple_SET_ITEM(headers, static_cast<Py_ssize_t>(i), pair);
+            }
+            std::string where = f.path + ":" + std::to_string(r.line);
+            PyObject* t = Py_BuildValue("(ssssN)", where.c_str(), r.method.c_str(), r.path.c_str(), r.query.c_str(),
+                                        headers);
+            if (!t || PyList_Append(list, t) < 0) Py_CLEAR(list);
+            Py_XDECREF(t);
+        }
+    }
+    return list;
+}
+
+uint64_t count_of(PyObject* counts, const char* key) {
+    PyObject* v = PyDict_GetItemString(counts, key);  // borrowed
+    return v ? PyLong_AsUnsignedLongLong(v) : 0;
+}
+
 }  // namespace
+
+ReplayResult replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds) {
+    ReplayResult r;
+    double t0 = now_ms();
+    PyObject* fn = helper("_replay");
+    PyObject* requests = fn ? request_tuples(files) : nullptr;
+    PyObject* counts = requests ? PyObject_CallFunction(fn, "OOiO", app, requests, rounds, base) : nullptr;
+    r.ms = now_ms() - t0;
+    if (counts && PyDict_Check(counts)) {
+        const char* classes[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+        for (int i = 0; i < 5; i++) r.answers[i] = count_of(counts, classes[i]);
+        r.other = count_of(counts, "other");
+        r.raised = count_of(counts, "raised");
+    } else {
+        r.ok = false;
+        PyErr_Print();
+    }
+    Py_XDECREF(counts);
+    Py_XDECREF(requests);
+    Py_XDECREF(fn);
+    return r;
+}
+
+int close_django_connections() {
+    PyObject* fn = helper("_after_replay");
+    PyObject* res = fn ? PyObject_CallNoArgs(fn) : nullptr;
+    Py_XDECREF(fn);
+    if (!res) {
+        PyErr_Print();
+        return -1;
+    }
+    int closed = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return closed;
+}
 
 Result run(const std::vector<std::string>& callables, bool stop_on_error) {
     Result r;

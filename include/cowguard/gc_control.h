@@ -25,6 +25,24 @@ private:
     PyGILState_STATE state_;
 };
 
+// Makes the interpreter of `ts` current on the calling OS thread (GIL held) for the scope's life,
+// then restores the caller's thread state. A thread state belongs to the thread that made it, and
+// other Python threads may run whenever the GIL is released, so another thread's state is never
+// borrowed: when the caller already runs in that interpreter nothing changes; when it owns `ts`
+// (the master, a worker's main thread) `ts` is used; otherwise (a uWSGI core thread with
+// threads > 1, an exit from one) a temporary thread state of that interpreter is made for it.
+class InterpreterScope {
+public:
+    explicit InterpreterScope(PyThreadState* ts);
+    ~InterpreterScope();
+    InterpreterScope(const InterpreterScope&) = delete;
+    InterpreterScope& operator=(const InterpreterScope&) = delete;
+private:
+    PyThreadState* prev_ = nullptr;
+    PyThreadState* temporary_ = nullptr;
+    bool swapped_ = false;
+};
+
 // Where log lines go (the glue routes them to uwsgi_log with the [cowguard] prefix).
 using LogFn = void (*)(const char* fmt, ...);
 void set_logger(LogFn fn);

@@ -36,7 +36,8 @@ void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void stats_on_init();          // master, at init: nothing bound yet
 void metrics_register();       // master, at init: before uWSGI sizes its metric storage
 void master_cycle();           // master, every loop: starts the sampler and stats threads once
-void stats_cleanup();          // master, before a reload's exec and at exit: the stats thread finishes
+void stats_cleanup();          // master, before a reload's exec and at exit: the stats threads finish
+void stats_after_fork();       // worker, mule, spooler: closes the master's listening sockets
 void log_exit_line();          // any process but the master, at exit
 void log_busy_exit_line();     // a worker that exits busy: in a request or hijacked (no /proc reads)
 
@@ -44,5 +45,11 @@ void log_busy_exit_line();     // a worker that exits busy: in a request or hija
 void cow_report_check_dir();                         // post_init, before any app loads: exits on a bad directory
 void cow_report_setup_master(int python_modifier);  // master, after the freeze: signal + trigger file
 void cow_report_at_exit();                           // a worker, at exit (GIL taken here)
+
+// warmup_glue.cc
+void warmup_load_requests();  // init: reads and checks the request files; exits with one line on a bad one
+// post_app, before the freeze: cowguard-warmup callables (in `main_thread`'s interpreter), the
+// replay of cowguard-warmup-requests and cowguard-warmup-after (in the app's interpreter).
+void warmup_run(void* main_thread, int python_modifier);
 
 }  // namespace cowguard::glue

@@ -27,6 +27,15 @@ struct GcThresholds {
 // what `off` costs while reference cycles are still freed (measured by bench/, see README).
 constexpr GcThresholds kYoungThresholds{10000, 20, 100};
 
+// Where cowguard-prometheus listens: host:port over TCP, or a unix socket path.
+struct ListenAddress {
+    std::string text;      // as given (trimmed); empty: not set
+    bool unix_socket = false;
+    std::string host;      // TCP: an IPv4 address, a [bracketed] IPv6 one, or a name; empty: every interface
+    int port = 0;          // TCP: 1 to 65535
+    std::string path;      // unix
+};
+
 struct Settings {
     bool enabled = true;
     bool freeze = true;
@@ -45,9 +54,15 @@ struct Settings {
     uint64_t evil_reload_on_pss_mb = 0;
     std::vector<std::string> warmup;  // module:callable, in order
     WarmupErrors warmup_errors = WarmupErrors::Fatal;
+    std::vector<std::string> warmup_requests;  // request files, in order (read and parsed at init)
+    int warmup_rounds = 1;                      // times the requests are replayed
+    std::vector<std::string> warmup_after;      // module:callable, run after the replay
+    bool warmup_dry_run = false;                // log the parsed requests, replay nothing
     bool trim = false;
     std::string cow_report_dir;  // empty: off
     int cow_report_signal = 99;  // uWSGI signal that asks every worker for its report now
+    ListenAddress prometheus;    // cowguard-prometheus; text empty: off
+    std::string instance_name;   // cowguard-instance-name; empty: the default (see the glue)
 };
 
 // One option as the user wrote it: every value given, in order (the last one wins for
@@ -75,6 +90,8 @@ bool parse_guard(const std::string& v, GuardMode& out);
 bool parse_megabytes(const std::string& v, uint64_t& out);
 bool parse_interval(const std::string& v, double& out);
 bool parse_warmup(const std::string& v);
+bool parse_listen_address(const std::string& v, ListenAddress& out);
+bool parse_instance_name(const std::string& v, std::string& out);
 
 bool parse_toggle(const std::string& v, Toggle& out);
 

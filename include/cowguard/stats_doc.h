@@ -49,6 +49,11 @@ struct TopFigures {
     double shared_fraction_avg = 0;   // average over workers of shared/rss
 };
 
+// `s` with every byte that is not part of valid UTF-8 (overlong forms, surrogates and code points
+// past U+10FFFF included) replaced by '?': jansson and Prometheus' text format both need UTF-8, and
+// option values are user text in any encoding.
+std::string valid_utf8(std::string_view s);
+
 // Parses uwsgi_doc (uWSGI's own stats JSON) and writes it back with cowguard's figures merged in.
 //
 // For each object in "workers" whose integer "pid" is a key of `workers` (and likewise "mules"

@@ -64,8 +64,22 @@ void check_ranges(const Settings& s, const RawOptions& raw) {
     auto it = raw.find("cowguard-warmup");
     size_t given = it == raw.end() ? 0 : it->second.size();
     if (s.warmup.size() != given) fail("warmup entries", std::to_string(s.warmup.size()));
+    for (const std::string& w : s.warmup_after)
+        if (!parse_warmup(w) || w.find(' ') != std::string::npos) fail("warmup-after entry", w);
+    if (s.warmup_rounds < 1 || s.warmup_rounds > 1000) fail("warmup rounds", std::to_string(s.warmup_rounds));
+    auto files = raw.find("cowguard-warmup-requests");
+    if (s.warmup_requests.size() != (files == raw.end() ? 0 : files->second.size()))
+        fail("warmup request files", std::to_string(s.warmup_requests.size()));
+    for (const std::string& f : s.warmup_requests)
+        if (f.empty() || f.find('\0') != std::string::npos) fail("warmup request file", f);
     bool report_given = raw.count("cowguard-cow-report") && !raw.at("cowguard-cow-report").empty();
     if (report_given == s.cow_report_dir.empty()) fail("cow-report dir", s.cow_report_dir);
+    const ListenAddress& a = s.prometheus;
+    bool prometheus_given = raw.count("cowguard-prometheus") && !raw.at("cowguard-prometheus").empty();
+    if (prometheus_given == a.text.empty()) fail("prometheus address", a.text);
+    if (!a.text.empty() && (a.unix_socket ? a.path.empty() || a.path.size() > 107 : a.port < 1 || a.port > 65535))
+        fail("prometheus address out of range", a.text);
+    if (s.instance_name.size() > 128) fail("instance name", s.instance_name);
 }
 
 void check_notes(const BuildResult& r, const RawOptions& raw) {
@@ -96,12 +110,13 @@ void check_error(const std::string& e, const RawOptions& raw) {
     fail("error line names no given option and value", e);
 }
 
-// describe_settings' text as options again: every non-empty value; the warmup list split.
+// describe_settings' text as options again: every non-empty value; the callable lists split (a
+// request file path may hold spaces, so its list stays one value that describes the same).
 RawOptions as_options(const Described& d) {
     RawOptions raw;
     for (const auto& [name, value] : d) {
         if (value.empty()) continue;
-        if (!option_is_list(name)) {
+        if (!option_is_list(name) || name == "cowguard-warmup-requests") {
             raw[name].push_back(value);
             continue;
         }

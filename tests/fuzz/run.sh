@@ -25,9 +25,11 @@ declare -A SOURCES=(
   [stats_doc]="plugin/stats_doc.cc"
   [options]="plugin/options.cc"
   [smaps_vmas]="plugin/smaps_vmas.cc"
+  [prometheus]="plugin/prometheus.cc plugin/stats_doc.cc plugin/stats_server.cc"
+  [warmup_requests]="plugin/warmup_requests.cc"
 )
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas prometheus warmup_requests)
 
 mkdir -p "$OUT"
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -41,7 +43,7 @@ build() {
   newest="$(ls -t "${srcs[@]}" "$ROOT"/include/cowguard/*.h "$0" | head -1)"
   if [ -x "$bin" ] && [ "$bin" -nt "$newest" ]; then return 0; fi
   local extra=()
-  [ "$t" = stats_doc ] && extra=("${JANSSON[@]}")
+  [ "$t" = stats_doc ] || [ "$t" = prometheus ] && extra=("${JANSSON[@]}")
   "$CXX_FUZZ" "${FLAGS[@]}" "${srcs[@]}" "${extra[@]}" -o "$bin.tmp" && mv "$bin.tmp" "$bin"
 }
 

@@ -27,11 +27,11 @@ def free_port():
 class Uwsgi:
     """One uWSGI master started with the given arguments; log in self.log_path."""
 
-    def __init__(self, tmp_path, args, cowguard=True, http=True, env=None, cwd=None):
+    def __init__(self, tmp_path, args, cowguard=True, http=True, env=None, cwd=None, master=True):
         self.tmp = tmp_path
         self.port = free_port() if http else None
         self.log_path = tmp_path / f"uwsgi-{time.monotonic_ns()}.log"
-        cmd = ["uwsgi", "--master", "--plugin", "python3"]
+        cmd = ["uwsgi"] + (["--master"] if master else []) + ["--plugin", "python3"]
         if cowguard:
             cmd += ["--plugin", str(PLUGIN)]
         if http:
@@ -92,7 +92,8 @@ class Uwsgi:
         return json.loads(self.get(path, timeout))
 
     def log(self):
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_log(self, text, timeout=20):

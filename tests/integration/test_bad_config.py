@@ -72,10 +72,25 @@ def documented_valid(option, value):
         return t in ("fatal", "log")
     if accepts == "true, false or auto":
         return t in BOOLS or t == "auto"
-    if accepts.startswith("a directory path"):
+    if accepts.startswith("a directory path") or accepts.startswith("a request file path"):
         return bool(value.strip())
+    if accepts == "an integer from 1 to 1000":
+        return digits(t, 1000) and int(t) >= 1
     if accepts.startswith("a uWSGI signal number"):
         return digits(t, 255) and int(t) >= 1
+    if accepts.startswith("host:port (TCP"):
+        v = value.strip()
+        if any(ord(c) < 0x20 or ord(c) == 0x7f for c in v):
+            return False
+        if ":" not in v:
+            return 0 < len(v.encode()) <= 107
+        host, port = v.rsplit(":", 1)
+        host_ok = (re.fullmatch(r"[A-Za-z0-9._-]*", host) is not None
+                   or re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host) is not None)
+        return host_ok and digits(port, 65535) and int(port) >= 1
+    if accepts.startswith("a name of 1 to 128 characters"):
+        v = value.strip()
+        return 1 <= len(v) <= 128 and not any(ord(c) < 0x20 or ord(c) == 0x7f for c in v)
     raise AssertionError(f"help text of {option} not understood: {accepts!r}")
 
 
@@ -199,12 +214,22 @@ def extra_values(option):
         return ["os:getpid", "json.decoder:JSONDecoder", "os:", ":getpid", "os:getpid:x", "1os:getpid"]
     if accepts.startswith("a directory path"):
         return ["reports", " "]
+    if accepts.startswith("host:port (TCP"):
+        return ["metrics.sock", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", "host name:80", "[::1:80",
+                "/" + "a" * 107]
+    if accepts.startswith("a name of 1 to 128"):
+        return ["x" * 128, "x" * 129, " shop "]
+    if accepts.startswith("a request file path"):
+        return ["requests.txt", " requests.txt ", " "]
+    if accepts == "an integer from 1 to 1000":
+        return ["0", "1", "1000", "1001", "+5"]
     return [OPTIONS[option].split(",")[0].split(" ")[0].upper()]  # e.g. "BLOCK", "FATAL"
 
 
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_every_bad_value_refused_or_working(tmp_path, option):
     (tmp_path / "reports").mkdir()
+    (tmp_path / "requests.txt").write_text("# fault_app answers any path\n/\n")
     values = list(BAD_KINDS.values()) + extra_values(option)
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         runs = dict(zip(values, ex.map(lambda v: run(tmp_path, [f"--{option}", v]), values)))
@@ -219,6 +244,13 @@ def test_every_bad_value_refused_or_working(tmp_path, option):
             assert not r.started and r.status != 0, r.log[-3000:]
             assert [x for x in r.log.splitlines() if "cow-report" in x] == [line], r.cowguard_lines()
             assert r.cowguard_lines()[-1] == line, r.cowguard_lines()
+            assert "WSGI app 0" not in r.log, r.log[-3000:]
+        elif OPTIONS[option].startswith("a request file path") and not (tmp_path / value.strip()).is_file():
+            # A well-formed path to no file: one line of its own, before any app loads.
+            line = (f"[cowguard] cowguard-warmup-requests: {value.strip()}: cannot read: No such file or "
+                    f"directory")
+            assert not r.started and r.status != 0, r.log[-3000:]
+            assert r.cowguard_lines() == [line], r.cowguard_lines()
             assert "WSGI app 0" not in r.log, r.log[-3000:]
         else:
             assert_works(r)
@@ -245,14 +277,18 @@ DUPLICATES = {
     "cowguard-evil-reload-on-uss": ("0", "8192", "8192"),
     "cowguard-evil-reload-on-pss": ("8192", "0", "0"),
     "cowguard-warmup-errors": ("fatal", "log", "log"),
+    "cowguard-warmup-rounds": ("3", "2", "2"),
+    "cowguard-warmup-dry-run": ("false", "true", "true"),
     "cowguard-trim": ("false", "true", "true"),
     "cowguard-cow-report": ("reports", "reports2", "reports2"),
     "cowguard-cow-report-signal": ("98", "97", "97"),
+    "cowguard-prometheus": ("first.sock", "last.sock", "last.sock"),
+    "cowguard-instance-name": ("first", "last", "last"),
 }
 
 
 def test_duplicates_cover_every_single_valued_option():
-    assert set(DUPLICATES) | {"cowguard-warmup"} == set(OPTIONS)
+    assert set(DUPLICATES) | {"cowguard-warmup", "cowguard-warmup-requests", "cowguard-warmup-after"} == set(OPTIONS)
 
 
 @pytest.mark.parametrize("option", sorted(DUPLICATES))

@@ -287,3 +287,108 @@ def test_trim_gives_freed_heap_back_before_the_fork(uwsgi):
     v = uwsgi(["--workers", 1, "--module", "warmup_trim"]).wait_ready()
     v.get("/")
     assert "cowguard-trim" not in v.log(), "off by default"
+
+
+# ---- django_warmup on a project with a broken catalog (issue 18) ---------------------------------
+
+I18NPROJ = ROOT / "tests" / "apps" / "i18nproj"
+PLURAL_HEADER = "Content-Type: text/plain; charset=UTF-8\nPlural-Forms: nplurals=2; plural=%s;\n"
+
+
+def write_mo(path, messages):
+    """A GNU gettext catalog (.mo) of `messages` (msgid -> msgstr; "" is the header), laid out as
+    Python's Tools/i18n/msgfmt.py writes it: header, key table, value table, keys, values."""
+    import array
+    import struct
+    keys = sorted(messages)
+    entries, ids, strs = [], b"", b""
+    for k in keys:
+        kb, vb = k.encode(), messages[k].encode()
+        entries.append((len(ids), len(kb), len(strs), len(vb)))
+        ids += kb + b"\0"
+        strs += vb + b"\0"
+    keystart = 7 * 4 + 16 * len(keys)
+    valuestart = keystart + len(ids)
+    table = [x for o1, l1, _, _ in entries for x in (l1, o1 + keystart)]
+    table += [x for _, _, o2, l2 in entries for x in (l2, o2 + valuestart)]
+    header = struct.pack("Iiiiiii", 0x950412DE, 0, len(keys), 7 * 4, 7 * 4 + len(keys) * 8, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + array.array("i", table).tobytes() + ids + strs)
+
+
+def i18n_locale(tmp_path):
+    """LOCALE_PATHS for i18nproj: fr's catalog has a Plural-Forms header Python's gettext rejects
+    (as some real projects ship), de's is sound; it's is broken too, but the project does not list
+    it in LANGUAGES."""
+    loc = tmp_path / "locale"
+    write_mo(loc / "fr" / "LC_MESSAGES" / "django.mo", {"": PLURAL_HEADER % "EXPRESSION", "Hello": "Bonjour"})
+    write_mo(loc / "de" / "LC_MESSAGES" / "django.mo", {"": PLURAL_HEADER % "(n != 1)", "Hello": "Hallo"})
+    write_mo(loc / "it" / "LC_MESSAGES" / "django.mo", {"": PLURAL_HEADER % "EXPRESSION", "Hello": "Ciao"})
+    return {"I18NPROJ_LOCALE": str(loc)}
+
+
+def get_status(u, path, headers=None):
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{u.port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_django_warmup_skips_a_broken_catalog_and_starts(uwsgi, tmp_path):
+    """The default cowguard-warmup-errors = fatal: a catalog gettext rejects is a skipped language,
+    named once, not a failed startup; a language the project does not list is never loaded."""
+    u = uwsgi(["--workers", 1, "--wsgi-file", I18NPROJ / "wsgi.py", "--cowguard-warmup", "cowguard:django_warmup"],
+              env=i18n_locale(tmp_path)).wait_ready(60)
+    assert get_status(u, "/", {"Accept-Language": "de"}) == (200, "<html><body><p>Hallo</p><p>language=de</p></body></html>\n")
+    # Control: the catalog is really broken; a request in French fails as it would without cowguard.
+    assert get_status(u, "/", {"Accept-Language": "fr"})[0] == 500
+    log = u.log()
+    skip_fr = "[cowguard] django_warmup: skipped language fr: ValueError: invalid token in plural form: EXPRESSION\n"
+    assert log.count(skip_fr) == 1, log
+    skip_tpl = ("[cowguard] django_warmup: skipped template pages/broken.html: TemplateSyntaxError: "
+                "'no_such_tag_library' is not a registered tag library.")
+    assert log.count(skip_tpl) == 1, log
+    summary = re.search(r"\[cowguard\] django_warmup: warmed (\d+) URL patterns, (\d+) templates, "
+                        r"2 languages \(en de\); skipped 1 template \(pages/broken\.html\), 1 language \(fr\)\n", log)
+    assert summary, log
+    assert int(summary.group(1)) == 5, "every pattern of i18nsite/urls.py"
+    assert int(summary.group(2)) == 3, "index.html, site/base.html, site/page.html; no django.contrib template"
+    assert "language it" not in log and "(en de it)" not in log
+    assert summary.start() < log.index("[cowguard] warmup: 1 callable ran in") < log.index("[cowguard] master: froze")
+
+
+def test_django_warmup_names_a_failing_url_pattern_once(uwsgi, tmp_path):
+    env = dict(i18n_locale(tmp_path), I18NPROJ_LEGACY_URLS="1")
+    u = uwsgi(["--workers", 1, "--wsgi-file", I18NPROJ / "wsgi.py", "--cowguard-warmup", "cowguard:django_warmup"],
+              env=env).wait_ready(60)
+    assert get_status(u, "/hello/x/", {"Accept-Language": "de"}) == (200, "Hallo x")
+    log = u.log()
+    error = "ModuleNotFoundError: No module named 'pages.removed_urls'"
+    assert log.count(f"[cowguard] django_warmup: skipped URL pattern 'legacy/': {error}\n") == 1, log
+    assert log.count(f"[cowguard] django_warmup: skipped reverse() of URL names: {error}\n") == 1, log
+    assert re.search(r"django_warmup: warmed 5 URL patterns, 3 templates, 2 languages \(en de\); skipped "
+                     r"1 URL pattern \('legacy/'\), 1 template \(pages/broken\.html\), 1 language \(fr\), "
+                     r"reverse\(\) of URL names\n", log), log
+
+
+def test_django_warmup_without_i18n_loads_no_catalog(uwsgi, tmp_path):
+    env = dict(i18n_locale(tmp_path), I18NPROJ_USE_I18N="0")
+    u = uwsgi(["--workers", 1, "--wsgi-file", I18NPROJ / "wsgi.py", "--cowguard-warmup", "cowguard:django_warmup"],
+              env=env).wait_ready(60)
+    assert get_status(u, "/hello/x/", {"Accept-Language": "fr"}) == (200, "Hello x")
+    log = u.log()
+    assert "django_warmup: warmed 5 URL patterns, 3 templates, 0 languages (USE_I18N = False); skipped 1 template" in log
+    assert "skipped language" not in log
+
+
+def test_django_warmup_on_a_project_without_django_settings_is_fatal(uwsgi, tmp_path):
+    """The one fatal case: the project cannot be set up (here: no DJANGO_SETTINGS_MODULE at all)."""
+    out, env = out_env(tmp_path)
+    u = uwsgi(["--workers", 1, "--module", "warmup_target", "--cowguard-warmup", "cowguard:django_warmup"], env=env)
+    assert_refused(u, "django.core.exceptions.ImproperlyConfigured: Requested setting INSTALLED_APPS",
+                   "[cowguard] cowguard-warmup: cowguard:django_warmup raised (traceback above); stopping as "
+                   "cowguard-warmup-errors = fatal asks")

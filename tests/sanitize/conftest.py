@@ -10,3 +10,4 @@ integration = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(integration)
 
 uwsgi = integration.uwsgi  # the fixture
+APPS = integration.APPS  # for the integration test modules the sanitized tests load (test_threads)

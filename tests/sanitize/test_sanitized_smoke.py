@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import integration
 
 APPS = integration.APPS
@@ -109,15 +111,36 @@ def reload_and_wait(u, workers=2, timeout=60):
     raise AssertionError(f"no new workers after SIGHUP:\n{u.log()[-4000:]}")
 
 
+def poll_metrics(port, n=10):
+    """n scrapes of the Prometheus endpoint plus a 404 and a 405, each a whole HTTP/1.1 answer."""
+    def ask(request):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(request)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data
+    for _ in range(n):
+        answer = ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"\ncowguard_process_uss_bytes{" in answer, answer[:300]
+        time.sleep(0.05)
+    assert ask(b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+    assert ask(b"PUT /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+
+
 def test_young_block_stats_report_reload(uwsgi, tmp_path):
-    """The default policy (young, guard block) with a warmup, trim, a mule, max-requests recycling,
-    the TCP stats server polled, copy-on-write reports (through the module, on the trigger file and at
+    """The default policy (young, guard block) with a warmup and a replay, trim, a mule, max-requests recycling,
+    the TCP stats server and the Prometheus endpoint polled, copy-on-write reports (through the module, on the trigger file and at
     exit), a SIGKILLed worker, a graceful reload and a stop."""
     reports = tmp_path / "cow"
     reports.mkdir()
+    replay = tmp_path / "warm.txt"
+    replay.write_text("# fault_app's pages\n/\nHEAD /gc X-A: \"b c\"\n/containers?n=1000\n")
     sp = integration.free_port()
+    pp = integration.free_port()
     u = start(uwsgi, ["--mule", "--stats", f"127.0.0.1:{sp}", "--cowguard-stats-interval", "0.2",
-                      "--cowguard-cow-report", reports, "--cowguard-warmup", "os:getpid", "--cowguard-trim", "true",
+                      "--cowguard-prometheus", f"127.0.0.1:{pp}", "--cowguard-cow-report", reports, "--cowguard-warmup", "os:getpid", "--cowguard-trim", "true",
+                      "--cowguard-warmup-requests", replay, "--cowguard-warmup-rounds", 2,
                       "--max-requests", 40, "--min-worker-lifetime", 0, "--forkbomb-delay", 0])
     thresholds = policy_thresholds(u.log())
     seen = u.every_worker("/gc", 2, timeout=60)
@@ -129,6 +152,7 @@ def test_young_block_stats_report_reload(uwsgi, tmp_path):
     for _ in range(100):  # past max-requests: workers are recycled (fast exit, cow report at exit)
         u.get("/")
     poll_stats(sp, 10)
+    poll_metrics(pp, 10)
     (reports / "trigger").touch()
     u.wait_log("copy-on-write report on signal", timeout=30)
 
@@ -139,19 +163,24 @@ def test_young_block_stats_report_reload(uwsgi, tmp_path):
     reload_and_wait(u, workers=t0)
     u.every_worker("/gc", 2, timeout=60)
     poll_stats(sp, 5)
+    poll_metrics(pp, 5)  # bound again by the new master
     assert u.stop() == 0
     log = check_clean(u)
     assert log.count("[cowguard] master: froze") == 2
+    assert log.count("warmup replay: done in") == 2, "at the start and after the reload"
     assert list(reports.glob("cow-*.json")), "no copy-on-write report written"
     assert "recycling" not in log  # no memory limit: recycles are uWSGI's max-requests
 
 
 def test_off_warn_lazy_apps_http_stats(uwsgi, tmp_path):
-    """gc off with guard warn under lazy-apps (each worker loads and freezes its own app), stats over
+    """gc off with guard warn under lazy-apps (each worker loads, replays and freezes its own app), stats over
     HTTP, the after-request GC state check under gc=off, a graceful reload and a stop."""
     sp = integration.free_port()
+    replay = tmp_path / "warm.txt"
+    replay.write_text("/\n/gc\n")
     u = start(uwsgi, ["--lazy-apps", "--cowguard-gc", "off", "--cowguard-guard", "warn",
-                      "--stats", f"127.0.0.1:{sp}", "--stats-http", "--cowguard-stats-interval", "0.2"])
+                      "--stats", f"127.0.0.1:{sp}", "--stats-http", "--cowguard-stats-interval", "0.2",
+                      "--cowguard-warmup-requests", replay])
     seen = u.every_worker("/gc", 2, timeout=60)
     for doc in seen.values():
         assert not doc["gc"]["enabled"] and doc["gc"]["frozen"] > 0, doc
@@ -187,3 +216,27 @@ def test_refused_option_exits_cleanly(uwsgi):
     log = u.log()
     assert "[cowguard] cowguard-stats-interval: '0.01' is not valid" in log, log
     assert not [line for line in log.splitlines() if any(m in line for m in REPORT_MARKERS)], log
+
+
+def load_integration_test(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        f"cowguard_integration_{name}", APPS.parent / "integration" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+THREADS = load_integration_test("test_threads")
+
+
+# Issue 19's matrix under the sanitizers: the configurations where cowguard swaps thread states
+# (threads = 4, sub-interpreters) or runs its hooks while import-time threads run.
+@pytest.mark.parametrize("name", ["issue-10-workers", "threads-4", "sub-interpreters-threads-4",
+                                  "lazy-apps-10-workers", "no-master-threads-4"])
+def test_threads_started_at_import_sanitized(uwsgi, name):
+    args, master, workers, _ = THREADS.MATRIX[name]
+    for i in range(3):
+        status, _, log = THREADS.start_and_stop(uwsgi, args, master, workers, extra_env=SAN_ENV)
+        reports = [line for line in log.splitlines() if any(m in line for m in REPORT_MARKERS)]
+        assert not reports and status == 0, f"start {i + 1}: status {status}:\n{log[-20000:]}"

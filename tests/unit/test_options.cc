@@ -41,10 +41,15 @@ START_TEST(defaults) {
     ck_assert(s.immortalize == Toggle::Auto && s.fill_holes == Toggle::Auto);
     ck_assert_uint_eq(s.reload_on_uss_mb, 0);
     ck_assert(s.cow_report_dir.empty());
-    // Every name is known, and only cowguard-warmup keeps a list.
-    ck_assert_uint_eq(option_names().size(), 19);
+    ck_assert(s.prometheus.text.empty() && s.instance_name.empty());
+    ck_assert(s.warmup_requests.empty() && s.warmup_after.empty() && !s.warmup_dry_run);
+    ck_assert_int_eq(s.warmup_rounds, 1);
+    // Every name is known, and only the warmup callables and request files keep a list.
+    ck_assert_uint_eq(option_names().size(), 25);
     ck_assert_int_eq(s.cow_report_signal, 99);
-    for (const auto& n : option_names()) ck_assert(option_is_list(n) == (n == "cowguard-warmup"));
+    for (const auto& n : option_names())
+        ck_assert(option_is_list(n) ==
+                  (n == "cowguard-warmup" || n == "cowguard-warmup-requests" || n == "cowguard-warmup-after"));
     ck_assert(!option_is_list("cowguard-bogus"));
 }
 END_TEST
@@ -68,6 +73,10 @@ START_TEST(good_values) {
         {"cowguard-evil-reload-on-pss", {"2048"}},
         {"cowguard-warmup", {"app.warm:run", " pkg.mod:Class.method "}},
         {"cowguard-warmup-errors", {"log"}},
+        {"cowguard-warmup-requests", {"urls.txt", " /srv/app/more urls.txt "}},
+        {"cowguard-warmup-rounds", {"1000"}},
+        {"cowguard-warmup-after", {"app.db:close_all"}},
+        {"cowguard-warmup-dry-run", {"yes"}},
         {"cowguard-trim", {"TRUE"}},
         {"cowguard-cow-report", {" /var/tmp/cow "}},
     };
@@ -90,6 +99,13 @@ START_TEST(good_values) {
     ck_assert_str_eq(s.warmup[0].c_str(), "app.warm:run");
     ck_assert_str_eq(s.warmup[1].c_str(), "pkg.mod:Class.method");
     ck_assert(s.warmup_errors == WarmupErrors::Log);
+    ck_assert_uint_eq(s.warmup_requests.size(), 2);
+    ck_assert_str_eq(s.warmup_requests[0].c_str(), "urls.txt");
+    ck_assert_str_eq(s.warmup_requests[1].c_str(), "/srv/app/more urls.txt");
+    ck_assert_int_eq(s.warmup_rounds, 1000);
+    ck_assert_uint_eq(s.warmup_after.size(), 1);
+    ck_assert_str_eq(s.warmup_after[0].c_str(), "app.db:close_all");
+    ck_assert(s.warmup_dry_run);
     ck_assert_str_eq(s.cow_report_dir.c_str(), "/var/tmp/cow");
 }
 END_TEST
@@ -195,9 +211,52 @@ START_TEST(unknown_words) {
     ck_assert(rejected("cowguard-warmup", "app.:run"));
     ck_assert(rejected("cowguard-warmup", "1app:run"));
     ck_assert(rejected("cowguard-cow-report", std::string("/tmp/a\0b", 8)));
+    ck_assert(rejected("cowguard-warmup-requests", "  "));
+    ck_assert(rejected("cowguard-warmup-requests", std::string("a\0b", 3)));
+    ck_assert(rejected("cowguard-warmup-rounds", "0"));
+    ck_assert(rejected("cowguard-warmup-rounds", "1001"));
+    ck_assert(rejected("cowguard-warmup-rounds", "-1"));
+    ck_assert(rejected("cowguard-warmup-rounds", "2x"));
+    ck_assert(rejected("cowguard-warmup-after", "close_all"));
+    ck_assert(rejected("cowguard-warmup-dry-run", "perhaps"));
     // An unknown option name is an error of its own.
     std::string unknown = error_of("cowguard-bogus", {"1"});
     ck_assert_str_eq(unknown.c_str(), "cowguard-bogus: not a cowguard option");
+}
+END_TEST
+
+
+START_TEST(listen_addresses) {
+    cowguard::ListenAddress a;
+    ck_assert(cowguard::parse_listen_address(" 127.0.0.1:9191 ", a));
+    ck_assert(!a.unix_socket && a.host == "127.0.0.1" && a.port == 9191 && a.text == "127.0.0.1:9191");
+    ck_assert(cowguard::parse_listen_address(":9191", a) && a.host.empty() && a.port == 9191);
+    ck_assert(cowguard::parse_listen_address("[::1]:80", a) && a.host == "::1" && a.port == 80);
+    ck_assert(cowguard::parse_listen_address("localhost:65535", a) && a.host == "localhost");
+    ck_assert(cowguard::parse_listen_address("/run/app/metrics.sock", a) && a.unix_socket && a.path == "/run/app/metrics.sock");
+    ck_assert(cowguard::parse_listen_address("metrics.sock", a) && a.unix_socket);
+    ck_assert(cowguard::parse_listen_address("/" + std::string(106, 'a'), a));  // 107 bytes
+    for (const char* bad : {"127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", "127.0.0.1:-1", "127.0.0.1:80x",
+                            "127.0.0.1: 80", "host name:80", "[::1:80", "[]:80", "[x::1]:80", "a/b:80", ":",
+                            "127.0.0.1:99999999999999999999999"})
+        ck_assert_msg(rejected("cowguard-prometheus", bad), "accepted %s", bad);
+    ck_assert(rejected("cowguard-prometheus", "/" + std::string(107, 'a')));  // 108 bytes
+    ck_assert(rejected("cowguard-prometheus", "/tmp/a\nb"));
+    ck_assert(rejected("cowguard-prometheus", std::string("/tmp/a\0b", 8)));
+    // The error line names the option and what it accepts, on one line.
+    std::string e = error_of("cowguard-prometheus", {"127.0.0.1:0\n"});
+    ck_assert_msg(e.rfind("cowguard-prometheus: '127.0.0.1:0\\x0a' is not valid; accepts host:port", 0) == 0, "%s", e.c_str());
+}
+END_TEST
+
+START_TEST(instance_names) {
+    std::string n;
+    ck_assert(cowguard::parse_instance_name(" shop-api ", n) && n == "shop-api");
+    ck_assert(cowguard::parse_instance_name("a \"quoted\" \\ name", n));
+    ck_assert(cowguard::parse_instance_name(std::string(128, 'x'), n));
+    ck_assert(rejected("cowguard-instance-name", std::string(129, 'x')));
+    ck_assert(rejected("cowguard-instance-name", "two\nlines"));
+    ck_assert(rejected("cowguard-instance-name", "tab\there"));
 }
 END_TEST
 
@@ -293,6 +352,8 @@ int main() {
     tcase_add_test(bad, non_numeric_values);
     tcase_add_test(bad, threshold_lists);
     tcase_add_test(bad, unknown_words);
+    tcase_add_test(bad, listen_addresses);
+    tcase_add_test(bad, instance_names);
     tcase_add_test(bad, bad_early_value_is_an_error);
     tcase_add_test(bad, immortalize_values_and_plan);
     suite_add_tcase(suite, bad);

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "cowguard/options.h"
 #include "cowguard/stats_server.h"
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
@@ -35,6 +36,7 @@ constexpr const char kHeaders[] =
     "HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n"
     "Content-Type: application/json\r\n\r\n";
 constexpr const char kRequest[] = "GET / HTTP/1.0\r\n\r\n";
+constexpr const char kMetricsType[] = "text/plain; version=0.0.4; charset=utf-8";
 
 std::atomic<int> g_calls{0};
 
@@ -157,11 +159,15 @@ struct Running {
     std::atomic<bool> returned{false};
     int listen_fd = -1;
 
-    Running(int fd, bool http, int timeout_s = 4, int max_clients = 1024) : listen_fd(fd) {
+    Running(int fd, bool http, int timeout_s = 4, int max_clients = 1024)
+        : Running(fd, http ? cowguard::StatsProtocol::StatsHttp : cowguard::StatsProtocol::Raw, timeout_s,
+                  max_clients) {}
+    Running(int fd, cowguard::StatsProtocol protocol, int timeout_s = 4, int max_clients = 1024) : listen_fd(fd) {
         g_calls = 0;
         StatsServerConfig cfg;
         cfg.listen_fd = fd;
-        cfg.http = http;
+        cfg.protocol = protocol;
+        cfg.content_type = kMetricsType;
         cfg.timeout_s = timeout_s;
         cfg.max_clients = max_clients;
         server = std::make_unique<StatsServer>(cfg, [] { return document(++g_calls); });
@@ -606,6 +612,136 @@ START_TEST(stop_after_run_writes_nowhere) {
 }
 END_TEST
 
+
+// ---- metrics (HTTP/1.1 routes) ---------------------------------------------------------------
+
+using cowguard::metrics_route;
+using cowguard::StatsProtocol;
+
+START_TEST(route_table) {
+    struct {
+        const char* head;
+        int status;
+        bool head_only;
+    } cases[] = {
+        {"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 200, false},
+        {"GET /metrics HTTP/1.0\r\n\r\n", 200, false},
+        {"GET /metrics?name[]=x HTTP/1.1\r\n\r\n", 200, false},
+        {"GET http://127.0.0.1:9191/metrics HTTP/1.1\r\n\r\n", 200, false},
+        {"GET /metrics HTTP/1.1\n\n", 200, false},
+        {"HEAD /metrics HTTP/1.1\r\n\r\n", 200, true},
+        {"GET / HTTP/1.1\r\n\r\n", 404, false},
+        {"GET /metrics/ HTTP/1.1\r\n\r\n", 404, false},
+        {"GET /metricsx HTTP/1.1\r\n\r\n", 404, false},
+        {"GET http://host HTTP/1.1\r\n\r\n", 404, false},
+        {"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, false},
+        {"DELETE /metrics HTTP/1.1\r\n\r\n", 405, false},
+        {"get /metrics HTTP/1.1\r\n\r\n", 405, false},  // methods are case-sensitive
+        {"POST / HTTP/1.1\r\n\r\n", 404, false},
+        {"GET /metrics HTTP/2.0\r\n\r\n", 400, false},
+        {"GET /metrics\r\n\r\n", 400, false},          // HTTP/0.9
+        {"GET  /metrics HTTP/1.1\r\n\r\n", 400, false},  // two spaces
+        {"GET /metrics HTTP/1.1 x\r\n\r\n", 400, false},
+        {" /metrics HTTP/1.1\r\n\r\n", 400, false},
+        {"G(T /metrics HTTP/1.1\r\n\r\n", 400, false},
+        {"GET /met\x01rics HTTP/1.1\r\n\r\n", 400, false},
+        {"\r\n\r\n", 400, false},
+        {"", 400, false},
+        {"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, false},  // a TLS client hello
+    };
+    for (const auto& c : cases) {
+        cowguard::MetricsRoute r = metrics_route(c.head);
+        ck_assert_msg(r.status == c.status, "%s -> %d, want %d", cowguard::printable(c.head).c_str(), r.status, c.status);
+        ck_assert_msg(r.head_only == c.head_only, "%s head_only", cowguard::printable(c.head).c_str());
+    }
+}
+END_TEST
+
+START_TEST(answer_headers) {
+    std::string a = cowguard::http_answer(200, kMetricsType, "x 1\n");
+    ck_assert_str_eq(a.c_str(),
+                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                     "Content-Length: 4\r\nConnection: close\r\n\r\nx 1\n");
+    std::string h = cowguard::http_answer(200, kMetricsType, "x 1\n", true);
+    ck_assert_msg(h.find("Content-Length: 4\r\n") != std::string::npos && h.size() == a.size() - 4, "%s", h.c_str());
+    std::string m = cowguard::http_answer(405, "text/plain", "no\n");
+    ck_assert_msg(m.rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0) == 0, "%s", m.c_str());
+    ck_assert_msg(m.find("Allow: GET, HEAD\r\n") != std::string::npos, "%s", m.c_str());
+}
+END_TEST
+
+// One request on a fresh connection to a Metrics server: the raw answer.
+std::string ask(int port, const std::string& request, double timeout_s = 5) {
+    int c = connect_tcp(port);
+    if (!request.empty()) ck_assert_int_eq(send(c, request.data(), request.size(), MSG_NOSIGNAL),
+                                           static_cast<ssize_t>(request.size()));
+    ReadResult r = read_all(c, timeout_s);
+    close(c);
+    ck_assert_msg(r.eof, "no EOF after %zu bytes", r.data.size());
+    return r.data;
+}
+
+START_TEST(metrics_get_serves_the_document) {
+    int port;
+    Running srv(tcp_listener(port), StatsProtocol::Metrics);
+    std::string a = ask(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n");
+    std::string body = document(1);
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Type: " + std::string(kMetricsType) +
+                       "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+    ck_assert_uint_eq(a.size(), head.size() + body.size());
+    ck_assert_msg(a == head + body, "answer differs: %.200s", a.c_str());
+    srv.stop();
+    ck_assert_uint_eq(srv.server->served(), 1);
+}
+END_TEST
+
+START_TEST(metrics_errors_build_no_document) {
+    int port;
+    Running srv(tcp_listener(port), StatsProtocol::Metrics);
+    ck_assert_msg(ask(port, "GET / HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404 Not Found\r\n", 0) == 0, "404");
+    ck_assert_msg(ask(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405 ", 0) == 0, "405");
+    ck_assert_msg(ask(port, "hello\r\n\r\n").rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0, "400");
+    std::string huge = "GET /metrics HTTP/1.1\r\nX-Pad: " + std::string(cowguard::kMaxRequestHead, 'a') + "\r\n\r\n";
+    ck_assert_msg(ask(port, huge).rfind("HTTP/1.1 431 ", 0) == 0, "431");
+    std::string head_only = ask(port, "HEAD /metrics HTTP/1.1\r\n\r\n");
+    ck_assert_msg(head_only.rfind("HTTP/1.1 200 OK\r\n", 0) == 0, "HEAD");
+    ck_assert_msg(head_only.size() < 200, "HEAD answered with a body (%zu bytes)", head_only.size());
+    ck_assert_int_eq(g_calls.load(), 1);  // only the HEAD built one (for its Content-Length)
+}
+END_TEST
+
+START_TEST(metrics_request_in_pieces) {
+    int port;
+    Running srv(tcp_listener(port), StatsProtocol::Metrics);
+    int c = connect_tcp(port);
+    const char* parts[] = {"GE", "T /metr", "ics HTTP/1.1\r\nHo", "st: x\r\n", "\r\n"};
+    for (const char* p : parts) {
+        ReadResult early = read_all(c, 0.1);
+        ck_assert_msg(early.data.empty() && !early.eof, "answered before the head was complete");
+        send_all(c, p);
+    }
+    ReadResult r = read_all(c, 5);
+    close(c);
+    ck_assert_msg(r.eof && r.data.rfind("HTTP/1.1 200 OK\r\n", 0) == 0, "%.100s", r.data.c_str());
+}
+END_TEST
+
+START_TEST(metrics_idle_client_dropped_others_served) {
+    int port;
+    Running srv(tcp_listener(port), StatsProtocol::Metrics, 1);
+    int idle = connect_tcp(port);
+    send_all(idle, "GET /metrics HTTP/1.1\r\n");  // never finishes its head
+    auto t0 = Clock::now();
+    std::string a = ask(port, "GET /metrics HTTP/1.1\r\n\r\n");
+    ck_assert_msg(seconds_since(t0) < 0.9, "served only after %.2f s", seconds_since(t0));
+    ck_assert_msg(a.rfind("HTTP/1.1 200 OK\r\n", 0) == 0, "%.100s", a.c_str());
+    ReadResult r = read_all(idle, 5);
+    ck_assert_msg(r.eof && r.data.empty(), "idle client: %zu bytes, eof %d", r.data.size(), r.eof);
+    close(idle);
+    ck_assert_uint_eq(srv.server->timed_out(), 1);
+}
+END_TEST
+
 int main() {
     Suite* suite = suite_create("stats_server");
     TCase* plain = tcase_create("plain");
@@ -621,6 +757,15 @@ int main() {
     tcase_add_test(http, http_waits_for_the_request);
     tcase_add_test(http, http_idle_client_does_not_delay_others);
     suite_add_tcase(suite, http);
+    TCase* metrics = tcase_create("metrics");
+    tcase_set_timeout(metrics, 30);
+    tcase_add_test(metrics, route_table);
+    tcase_add_test(metrics, answer_headers);
+    tcase_add_test(metrics, metrics_get_serves_the_document);
+    tcase_add_test(metrics, metrics_errors_build_no_document);
+    tcase_add_test(metrics, metrics_request_in_pieces);
+    tcase_add_test(metrics, metrics_idle_client_dropped_others_served);
+    suite_add_tcase(suite, metrics);
     TCase* slow = tcase_create("slow");
     tcase_set_timeout(slow, 30);
     tcase_add_test(slow, slow_reader_gets_everything_and_others_are_served);

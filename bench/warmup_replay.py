@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Warmups on the benchmark's Django project, side by side in one run (issue 18): a cold project
+(wsgi.py without its own warm-up, DJANGOPROJ_WARM=0, as most wsgi.py files are), 4 workers, for
+stock uWSGI, cowguard without a warmup, with `cowguard-warmup = cowguard:django_warmup`, with
+`cowguard-warmup-requests = bench/wrk/django_urls.txt` (the 100 pages wrk rotates over), and
+with both. Every configuration is started at once; then, one configuration after the other:
+
+  first requests   one request at a time (the URL list in order) until every worker has served
+                   50: each request's time at the client (wall) and the CPU time the worker
+                   spent on it (/proc/PID/schedstat: the worker whose CPU time grew), which
+                   does not depend on what else the host runs
+  load             wrk with bench/wrk/django_mix.lua for --load seconds
+  memory           private (Private_Clean + Private_Dirty) per worker and total PSS (master +
+                   workers) from /proc/PID/smaps_rollup
+  steady state     50 more requests per worker, timed the same way
+
+Repeated --rounds times (configurations rotated); the table gives medians, and the p99 of the
+first 50 requests per worker of every configuration next to stock's steady-state p99.
+
+Usage: COWGUARD_PLUGIN=build/cowguard_plugin.so /usr/bin/python3 bench/warmup_replay.py [--rounds 3] [--load 10]
+Writes bench/results/<date>/warmup_replay.json and prints a markdown table.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROJ = HERE / "apps" / "djangoproj"
+URLS = HERE / "wrk" / "django_urls.txt"
+WORKERS = 4
+CONFIGS = {
+    "stock": None,
+    "cowguard": [],
+    "cowguard + django_warmup": ["--cowguard-warmup", "cowguard:django_warmup"],
+    "cowguard + replay": ["--cowguard-warmup-requests", str(URLS)],
+    "cowguard + django_warmup + replay": ["--cowguard-warmup", "cowguard:django_warmup",
+                                          "--cowguard-warmup-requests", str(URLS)],
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kb(pid, *keys):
+    vals = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 3 and p[-1] == "kB":
+                vals[p[0].rstrip(":")] = int(p[1])
+    return sum(vals.get(k, 0) for k in keys)
+
+
+def pages():
+    return [line.strip() for line in URLS.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def p99(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))]
+
+
+class Instance:
+    def __init__(self, name, plugin, logdir):
+        self.name, self.port = name, free_port()
+        self.log = logdir / (re.sub(r"\W+", "-", name) + ".log")
+        extra = CONFIGS[name]
+        cmd = ["uwsgi", "--master", "--workers", str(WORKERS), "--plugin", "python3",
+               "--http-socket", f"127.0.0.1:{self.port}", "--chdir", str(PROJ), "--wsgi-file", str(PROJ / "wsgi.py"),
+               "--die-on-term", "--disable-logging", "--add-header", "Connection: close"]
+        if extra is not None:
+            cmd += ["--plugin", plugin] + extra
+        env = dict(os.environ, DJANGOPROJ_WARM="0")
+        self.logf = open(self.log, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_ready(self):
+        """Until every worker is spawned: the socket is bound before the app loads (and the
+        warmup runs), so a connection alone says nothing."""
+        deadline = time.monotonic() + 180
+        while f"spawned uWSGI worker {WORKERS} " not in self.log.read_text(errors="replace"):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: uWSGI did not start, see {self.log}")
+            time.sleep(0.2)
+
+    def workers(self):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.logf.close()
+
+
+def wrk(port, seconds):
+    out = subprocess.run(["wrk", "-t", "2", "-c", "8", "-d", f"{seconds}s", "-s", str(HERE / "wrk" / "django_mix.lua"),
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r"(\d+) requests in", out)
+    return int(m.group(1)) if m else None
+
+
+def cpu_ns(pid):
+    """Time the process has run on a CPU (ns; /proc/PID/schedstat), whatever else the host runs."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def timed_requests(inst, workers, urls, per_worker, limit):
+    """Requests one at a time (the URL list in order, over and over) until every worker has served
+    `per_worker` of them, or `limit` in all. Each request is charged to the worker whose CPU time
+    grew most meanwhile: {pid: [(wall_ms, cpu_ms), ...]} in order."""
+    served = {w: [] for w in workers}
+    i = 0
+    while i < limit and min(len(v) for v in served.values()) < per_worker:
+        before = {w: cpu_ns(w) for w in workers}
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{inst.port}{urls[i % len(urls)]}", timeout=60) as r:
+            r.read()
+            assert r.status == 200, r.status
+        wall = (time.perf_counter() - t0) * 1000
+        grew = {w: cpu_ns(w) - before[w] for w in workers}
+        w = max(grew, key=grew.get)
+        served[w].append((wall, grew[w] / 1e6))
+        i += 1
+    return served
+
+
+def measure(inst, load_s, urls):
+    workers = inst.workers()
+    first = timed_requests(inst, workers, urls, 50, 600)
+    first_50 = [x for v in first.values() for x in v[:50]]
+    served = wrk(inst.port, load_s)
+    private = [kb(w, "Private_Clean", "Private_Dirty") / 1024 for w in workers]
+    pss = (kb(inst.proc.pid, "Pss") + sum(kb(w, "Pss") for w in workers)) / 1024
+    steady = [x for v in timed_requests(inst, workers, urls, 50, 600).values() for x in v]
+    return {
+        "private_mb_per_worker": statistics.mean(private),
+        "total_pss_mb": pss,
+        "master_rss_mb": kb(inst.proc.pid, "Rss") / 1024,
+        "first_per_worker": sorted(len(v) for v in first.values()),
+        "first_request_cpu_ms": statistics.mean(v[0][1] for v in first.values() if v),
+        "first_p99_cpu_ms": p99([c for _, c in first_50]),
+        "first_p99_wall_ms": p99([w for w, _ in first_50]),
+        "steady_p99_cpu_ms": p99([c for _, c in steady]),
+        "steady_p99_wall_ms": p99([w for w, _ in steady]),
+        "steady_median_cpu_ms": statistics.median(c for _, c in steady),
+        "wrk_requests": served,
+        "loadavg_1min": os.getloadavg()[0],
+    }
+
+
+def warmup_lines(log):
+    text = log.read_text(errors="replace")
+    return [line for line in text.splitlines() if "warmup" in line and line.startswith("[cowguard]")]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--load", type=int, default=10, help="seconds of wrk load per configuration and round")
+    a = ap.parse_args()
+    plugin = os.environ.get("COWGUARD_PLUGIN", str(HERE.parent / "build" / "cowguard_plugin.so"))
+    subprocess.run(["/usr/bin/python3", str(PROJ / "make_db.py")], check=True, capture_output=True)
+    out = HERE / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    logdir = out / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    urls = pages()
+    names = list(CONFIGS)
+    samples = {n: [] for n in names}
+    notes = {}
+    for rnd in range(a.rounds):
+        insts = {n: Instance(n, plugin, logdir) for n in names}
+        try:
+            for inst in insts.values():
+                inst.wait_ready()
+            time.sleep(2)  # every worker past its start
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for n in order:
+                samples[n].append(measure(insts[n], a.load, urls))
+                print(f"round {rnd + 1} {n}: {json.dumps(samples[n][-1])}", flush=True)
+            for n, inst in insts.items():
+                notes[n] = warmup_lines(inst.log)
+        finally:
+            for inst in insts.values():
+                inst.stop()
+    med = {n: {k: round(statistics.median(s[k] for s in v), 2) for k in v[0] if not isinstance(v[0][k], list)}
+           for n, v in samples.items()}
+    stock = med["stock"]
+    res = {"date": datetime.now().isoformat(timespec="seconds"), "workers": WORKERS, "rounds": a.rounds,
+           "load_s": a.load, "urls": str(URLS.relative_to(HERE.parent)), "configurations": med, "samples": samples,
+           "cowguard_warmup_log": notes}
+    (out / "warmup_replay.json").write_text(json.dumps(res, indent=1))
+    print(f"\n| Django, cold wsgi.py, {WORKERS} workers (median of {a.rounds}) | private MB/worker after load | vs stock "
+          f"| total PSS MB | vs stock | first request, CPU ms | first 50/worker p99 CPU ms | vs stock steady p99 "
+          f"({stock['steady_p99_cpu_ms']:.1f} ms) | first 50/worker p99 wall ms | vs stock steady "
+          f"({stock['steady_p99_wall_ms']:.1f} ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, r in med.items():
+        print(f"| {n} | {r['private_mb_per_worker']:.1f} | {r['private_mb_per_worker'] / stock['private_mb_per_worker']:.2f}x "
+              f"| {r['total_pss_mb']:.1f} | {r['total_pss_mb'] / stock['total_pss_mb']:.2f}x "
+              f"| {r['first_request_cpu_ms']:.1f} | {r['first_p99_cpu_ms']:.1f} "
+              f"| {r['first_p99_cpu_ms'] / stock['steady_p99_cpu_ms']:.2f}x | {r['first_p99_wall_ms']:.1f} "
+              f"| {r['first_p99_wall_ms'] / stock['steady_p99_wall_ms']:.2f}x |")
+    print(f"\nwritten {out / 'warmup_replay.json'}")
+
+
+if __name__ == "__main__":
+    main()
