@@ -69,6 +69,13 @@ install: build
 	install -m 0644 $(PLUGIN) $$(tools/uwsgi-python-config --plugin-dir)/cowguard_plugin.so
 	@echo "installed $$(tools/uwsgi-python-config --plugin-dir)/cowguard_plugin.so: load it with 'plugins = python3,cowguard'"
 
+# The README's commands on a fresh debootstrapped Debian (root; see .ci/test-debian):
+# `make test-debian SUITE=bookworm` runs make demo and make test, trixie and forky make unit integration.
+SUITE ?= bookworm
+.PHONY: test-debian
+test-debian:
+	.ci/test-debian $(SUITE)
+
 clean:
 	rm -rf $(BUILD) cowguard_plugin.so .uwsgi_plugins_builder
 
