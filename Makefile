@@ -65,9 +65,11 @@ bench-extra: build deps-bench
 bench-quick: build deps-bench
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --quick
 
+# uWSGI's plugin directory unless given (make install PLUGIN_DIR=...).
+PLUGIN_DIR ?= $(shell tools/uwsgi-python-config --plugin-dir)
 install: build
-	install -m 0644 $(PLUGIN) $$(tools/uwsgi-python-config --plugin-dir)/cowguard_plugin.so
-	@echo "installed $$(tools/uwsgi-python-config --plugin-dir)/cowguard_plugin.so: load it with 'plugins = python3,cowguard'"
+	install -m 0644 $(PLUGIN) $(PLUGIN_DIR)/cowguard_plugin.so
+	@echo "installed $(PLUGIN_DIR)/cowguard_plugin.so: load it with 'plugins = python3,cowguard'"
 
 # The README's commands on a fresh debootstrapped Debian (root; see .ci/test-debian):
 # `make test-debian SUITE=bookworm` runs make demo and make test, trixie and forky make unit integration.
