@@ -8,9 +8,11 @@ BUILD ?= build
 PLUGIN := $(BUILD)/cowguard_plugin.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Build and test: uwsgi-dev is uWSGI's plugin SDK (the -dev packages of every feature uwsgi.h includes:
-# libcap, pcre, ssl, uuid, zlib); python3-dev is the -dev of Debian's default Python, the one the
-# python3 plugin links. procps: the tests read worker pids with ps. wrk: load in tests and benchmarks.
-PKGS := uwsgi-core uwsgi-plugin-python3 uwsgi-dev libjansson-dev check pkg-config cmake g++ make \
+# libcap, pcre, ssl, uuid, zlib) and brings the uwsgi binary of its release (uwsgi-core on 12 and 13,
+# uwsgi on forky, where uwsgi-core is only a transitional package); python3-dev is the -dev of
+# Debian's default Python, the one the python3 plugin links. procps: the tests read worker pids
+# with ps. wrk: load in tests and benchmarks.
+PKGS := uwsgi-dev uwsgi-plugin-python3 libjansson-dev check pkg-config cmake g++ make \
         python3-dev python3-pytest python3-django procps wrk
 # Only the benchmarks' plots (make demo, make bench*).
 BENCH_PKGS := python3-matplotlib
