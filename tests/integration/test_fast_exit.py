@@ -46,8 +46,9 @@ def traced_pids(out, suffix="log"):
 def wait_for(predicate, timeout, what, log=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        value = predicate()
+        if value:
+            return value
         time.sleep(0.05)
     raise AssertionError(f"{what} after {timeout}s:\n{log()}")
 
@@ -222,11 +223,24 @@ def test_many_max_requests_respawns_are_normal(uwsgi, tmp_path, cowguard):
         u.get_json("/")
         sent += 1
         time.sleep(0.01)
-    time.sleep(0.3)  # the last retiree logs after its response
-    gone = retired()
-    wait_for(lambda: u.log().count("Respawned uWSGI worker") == len(gone), 20, "respawns", u.log)
+
+    def settled():
+        """Every answered request counted, each slot's retirements (one per max_requests requests:
+        the last retiree logs after its response) logged and respawned, and every new worker in its
+        accept loop: a worker still starting when SIGTERM comes held up stock uWSGI's stop for
+        more than 30 s once on a busy machine."""
+        doc = read_stats(stats)
+        if sum(w["requests"] for w in doc["workers"]) != sent:
+            return None
+        gone = retired()
+        if len(gone) != sum(w["requests"] // max_requests for w in doc["workers"]):
+            return None
+        if u.log().count("Respawned uWSGI worker") != len(gone) or not all(w["accepting"] for w in doc["workers"]):
+            return None
+        return gone, doc
+
+    gone, doc = wait_for(settled, 30, "retirements respawned and accepting", u.log)
     log = u.log()
-    doc = read_stats(stats)
     assert log.count("killed successfully") == len(gone)
     assert not [b for b in BAD_EXIT if b in log], log
     # respawn_count counts each slot's first spawn too; requests are kept across respawns.
