@@ -1,32 +1,51 @@
-# cowguard: `make demo` and `make test` work on a fresh Debian 12 machine; each installs what is missing.
+# cowguard: `make demo` and `make test` work on a fresh Debian (12, 13, forky) with make and git;
+# each installs what is missing.
 SHELL := /bin/bash
-PY := /usr/bin/python3
+# The Python uWSGI's python3 plugin links, asked of tools/uwsgi-python-config (also used by CMake and
+# uwsgiplugin.py). Expanded when a recipe runs, after `deps` has installed uWSGI and python3-dev.
+PY = $(or $(shell tools/uwsgi-python-config --python),$(error tools/uwsgi-python-config found no Python))
 BUILD ?= build
 PLUGIN := $(BUILD)/cowguard_plugin.so
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PLUGIN_DIR := $(shell uwsgi --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR="\\"\([^\\]*\)\\"".*/\1/p')
-PKGS := uwsgi-core uwsgi-plugin-python3 uwsgi-src libjansson-dev check pkg-config cmake g++ make \
-        python3-dev python3.11-dev python3-pytest python3-django python3-matplotlib wrk \
+# Build and test: uwsgi-dev is uWSGI's plugin SDK (the -dev packages of every feature uwsgi.h includes:
+# libcap, pcre, ssl, uuid, zlib) and brings the uwsgi binary of its release (uwsgi-core on 12 and 13,
+# uwsgi on forky, where uwsgi-core is only a transitional package); python3-dev is the -dev of
+# Debian's default Python, the one the python3 plugin links. procps: the tests read worker pids
+# with ps. wrk: load in tests and benchmarks. prometheus, graphite-carbon and python3-whisper: the
+# fleet tests start a real Prometheus server and a real carbon-cache.
+PKGS := uwsgi-dev uwsgi-plugin-python3 libjansson-dev check pkg-config cmake g++ make \
+        python3-dev python3-pytest python3-django procps wrk \
         prometheus graphite-carbon python3-whisper
+# Only the benchmarks' plots (make demo, make bench*).
+BENCH_PKGS := python3-matplotlib
 
-.PHONY: deps build build-uwsgi unit integration test demo bench bench-extra bench-quick install clean
-
-deps:
-	@missing=""; for p in $(PKGS); do \
+# $(call install_missing,PACKAGES): apt-get install those not installed (idempotent, quiet when none).
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "[deps] installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+.PHONY: deps deps-bench build build-uwsgi unit integration test demo bench bench-extra bench-quick install clean
+
+deps:
+	$(call install_missing,$(PKGS))
+
+deps-bench: deps
+	$(call install_missing,$(BENCH_PKGS))
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j2
 
-# The other supported build: uWSGI's own plugin builder, writing ./cowguard_plugin.so.
+# The other supported build: uWSGI's own plugin builder, writing cowguard_plugin.so into the current
+# directory (run it from anywhere: `uwsgi --build-plugin /path/to/cowguard`).
 build-uwsgi: deps
-	uwsgi --build-plugin .
+	uwsgi --build-plugin $(CURDIR)
 
 unit: build
 	cd $(BUILD) && ctest --output-on-failure
@@ -36,31 +55,40 @@ integration: build
 
 test: unit integration test-sanitize fuzz
 
-demo: build
+demo: build deps-bench
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/demo.py
 
-bench: build
+bench: build deps-bench
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --full
 
 # What the stats and the Prometheus endpoint cost the master (64 workers) and what Django warmup and trim do: about 7 minutes.
-bench-extra: build
+bench-extra: build deps-bench
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/stats_cost.py --workers 64 --seconds 30
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/prometheus_cost.py --workers 64 --seconds 30 --rounds 3
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/warmup_trim.py --rounds 3
 
-bench-quick: build
+bench-quick: build deps-bench
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --quick
 
+# uWSGI's plugin directory unless given (make install PLUGIN_DIR=...).
+PLUGIN_DIR ?= $(shell tools/uwsgi-python-config --plugin-dir)
 install: build
 	install -m 0644 $(PLUGIN) $(PLUGIN_DIR)/cowguard_plugin.so
 	@echo "installed $(PLUGIN_DIR)/cowguard_plugin.so: load it with 'plugins = python3,cowguard'"
+
+# The README's commands on a fresh debootstrapped Debian (root; see .ci/test-debian):
+# `make test-debian SUITE=bookworm` runs make demo and make test, trixie and forky make unit integration.
+SUITE ?= bookworm
+.PHONY: test-debian
+test-debian:
+	.ci/test-debian $(SUITE)
 
 clean:
 	rm -rf $(BUILD) cowguard_plugin.so .uwsgi_plugins_builder
 
 # ---- Reliability (issue #9): sanitizers and fuzzing. `make test` runs both. ----------------------
 SAN_BUILD := $(BUILD)/sanitize
-FUZZ_PKGS := clang libclang-rt-14-dev
+FUZZ_PKGS := clang libclang-rt-dev
 FUZZ_SECONDS ?= 30
 
 .PHONY: test-sanitize fuzz fuzz-deps
@@ -74,15 +102,9 @@ test-sanitize: deps
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure
 	COWGUARD_PLUGIN=$(abspath $(SAN_BUILD)/cowguard_plugin.so) $(PY) -m pytest -q -p no:cacheprovider tests/sanitize
 
-# libFuzzer needs clang and its runtime (libclang-rt-14-dev on Debian 12).
+# libFuzzer needs clang and its runtime (libclang-rt-dev: the one of Debian's default clang).
 fuzz-deps:
-	@missing=""; for p in $(FUZZ_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "[fuzz-deps] installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call install_missing,$(FUZZ_PKGS))
 
 # Replays every kept crash (tests/fuzz/regressions/), then fuzzes each target for FUZZ_SECONDS.
 fuzz: deps fuzz-deps

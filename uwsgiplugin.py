@@ -1,14 +1,30 @@
-# Read by `uwsgi --build-plugin .` (run it from this directory). CMake builds the same
+# Read by `uwsgi --build-plugin /path/to/cowguard`, from any directory. CMake builds the same
 # cowguard_plugin.so from the same sources; see CMakeLists.txt.
 import glob
 import os
 import subprocess
+import sys
 
 NAME = 'cowguard'
 
-_here = os.path.dirname(os.path.abspath(glob.glob('uwsgiplugin.py')[0])) if glob.glob('uwsgiplugin.py') else '.'
-# The Python that Debian's python3 plugin links (never the python3 first on PATH).
-_pyconf = '/usr/bin/python3.11-config'
+
+def _plugin_dir():
+    """This file's directory. uWSGI's builder (uwsgiconfig.py build_plugin) exec()s this file's
+    text without __file__ and with the cwd unchanged; what names the directory is its command
+    line, `uwsgiconfig.py --extra-plugin DIR [NAME]` (`--plugin DIR` in uWSGI's own tree)."""
+    if '__file__' in globals():
+        return os.path.dirname(os.path.abspath(__file__))
+    for flag in ('--extra-plugin', '--plugin'):
+        if flag in sys.argv[:-1]:
+            candidate = os.path.abspath(sys.argv[sys.argv.index(flag) + 1])
+            if os.path.isfile(os.path.join(candidate, 'uwsgiplugin.py')):
+                return candidate
+    raise SystemExit('cowguard uwsgiplugin.py: cannot tell its own directory from %r' % sys.argv)
+
+
+_here = _plugin_dir()
+# The Python that uWSGI's python3 plugin links: tools/uwsgi-python-config is the one place that finds it.
+_pyconf = subprocess.check_output([os.path.join(_here, 'tools', 'uwsgi-python-config')]).decode().strip()
 
 
 def _flags(*args):
@@ -19,8 +35,15 @@ def _pkg(*args):
     return subprocess.check_output(['pkg-config'] + list(args) + ['jansson']).decode().split()
 
 
-CFLAGS = ['-std=c++17', '-I' + os.path.join(_here, 'include'), '-Wno-missing-field-initializers'] \
+# No -std= here: the builder compiles every file with one gcc command, and a C++ standard would be
+# given to frozen_walk.c too. GCC's C++ default (gnu++17 since GCC 11) is enough;
+# include/cowguard/options.h stops the build with a clear error on an older compiler.
+CFLAGS = ['-I' + os.path.join(_here, 'include'), '-Wno-missing-field-initializers'] \
     + _flags('--includes') + _pkg('--cflags')
 LDFLAGS = []
 LIBS = ['-lstdc++'] + _flags('--embed', '--ldflags') + _pkg('--libs')
-GCC_LIST = sorted(os.path.relpath(p, _here) for ext in ('*.cc', '*.c') for p in glob.glob(os.path.join(_here, 'plugin', ext)))
+# Relative to _here: the builder prefixes each with the directory it was given.
+GCC_LIST = sorted(os.path.relpath(p, _here) for ext in ('*.cc', '*.c')
+                  for p in glob.glob(os.path.join(_here, 'plugin', ext)))
+if not GCC_LIST:
+    raise SystemExit('cowguard uwsgiplugin.py: no sources in %s/plugin' % _here)

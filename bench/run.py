@@ -675,13 +675,15 @@ def versions():
         except (OSError, subprocess.TimeoutExpired):
             return None
 
-    py = run(["/usr/bin/python3.11", "-c", "import sys; print(sys.version.split()[0])"])
-    dj = run(["/usr/bin/python3", "-c", "import django; print(django.get_version())"])
+    # The Python uWSGI's python3 plugin embeds, found the way the build finds it.
+    py_bin = run([str(REPO / "tools" / "uwsgi-python-config"), "--python"]) or "/usr/bin/python3"
+    py = run([py_bin, "-c", "import sys; print(sys.version.split()[0])"])
+    dj = run([py_bin, "-c", "import django; print(django.get_version())"])
     wrk_v = run([WRK, "-v"]) or ""
     return {
         "uwsgi": run([UWSGI, "--version"]),
         "python": py,
-        "python_note": "the python3 plugin embeds Debian's libpython3.11 (/usr/bin/python3.11)",
+        "python_note": f"the python3 plugin embeds the libpython of {py_bin}",
         "django": dj,
         "kernel": platform.release(),
         "wrk": wrk_v.splitlines()[0] if wrk_v else None,

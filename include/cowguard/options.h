@@ -3,6 +3,13 @@
 // immutable Settings value or one error line naming the option and what it accepts.
 #pragma once
 
+// uwsgiplugin.py passes no -std= (uWSGI's builder compiles every file with one gcc command, and it
+// would reach frozen_walk.c too): it relies on GCC's default, gnu++17 since GCC 11. Every plugin
+// build compiles this header, so an older default stops the build here rather than in some template.
+#if __cplusplus < 201703L
+#error "cowguard needs C++17: GCC 11 or later (whose default it is), or the CMake build"
+#endif
+
 #include <cstdint>
 #include <map>
 #include <optional>

@@ -16,6 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
 PLUGIN = Path(os.environ.get("COWGUARD_PLUGIN", ROOT / "build" / "cowguard_plugin.so"))
+# CPython's own default GC thresholds in the Python uWSGI's python3 plugin embeds (what a worker has
+# with cowguard off): 700,10,10 up to 3.12; 3.13 raised generation 0's to 2000.
+EMBEDDED_PYTHON = subprocess.run([ROOT / "tools" / "uwsgi-python-config", "--python"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+STOCK_THRESHOLD = json.loads(subprocess.run(
+    [EMBEDDED_PYTHON, "-I", "-c", "import gc, json; print(json.dumps(gc.get_threshold()))"],
+    capture_output=True, text=True, check=True).stdout)
 
 
 def free_port():

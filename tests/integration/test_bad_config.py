@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import APPS, PLUGIN, free_port
+from conftest import APPS, PLUGIN, STOCK_THRESHOLD, free_port
 
 EMPTY, NEGATIVE, HUGE, NON_NUMERIC = "", "-1", "99999999999999999999999", "abc"
 BAD_KINDS = {"empty": EMPTY, "negative": NEGATIVE, "huge": HUGE, "non-numeric": NON_NUMERIC}
@@ -385,7 +385,7 @@ def test_without_master_the_single_worker_gets_the_policy(tmp_path):
     assert r.log.count("[cowguard] no master, before the workers start: froze") == 1
     assert "[cowguard] master:" not in r.log
     gc = seen["gc"]
-    assert gc["enabled"] and gc["frozen"] > 0 and gc["threshold"] != [700, 10, 10], seen
+    assert gc["enabled"] and gc["frozen"] > 0 and gc["threshold"] != STOCK_THRESHOLD, seen
 
 
 def test_cowguard_option_without_the_plugin_on_the_command_line(tmp_path):

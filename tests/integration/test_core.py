@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import APPS, PLUGIN
+from conftest import APPS, PLUGIN, STOCK_THRESHOLD
 
 YOUNG = [10000, 20, 100]
 
@@ -119,7 +119,7 @@ def test_respawned_worker_has_the_same_state(uwsgi):
 def test_master_switch_off_is_stock(uwsgi):
     u = uwsgi(["--workers", 1, "--wsgi-file", APPS / "gcstate.py", "--cowguard", "false"]).wait_ready()
     s = u.get_json("/enable")
-    assert s["enabled_at_import"] is True and s["frozen"] == 0 and s["threshold"] == [700, 10, 10]
+    assert s["enabled_at_import"] is True and s["frozen"] == 0 and s["threshold"] == STOCK_THRESHOLD
     assert "cowguard = false: loaded, changing nothing" in u.log()
     assert "blocked" not in u.log()
 
@@ -179,17 +179,32 @@ def test_private_memory_side_by_side_with_stock(uwsgi):
 
 
 def test_uwsgi_build_plugin_builds_the_same_plugin(uwsgi, tmp_path):
-    """`uwsgi --build-plugin .` (uWSGI's own builder) makes a cowguard_plugin.so that works."""
-    import shutil
+    """`uwsgi --build-plugin /path/to/cowguard` (uWSGI's own builder), run from another directory
+    as uWSGI's docs do it, makes a cowguard_plugin.so there that works."""
     from conftest import ROOT
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(ROOT / "uwsgiplugin.py", src)
-    shutil.copytree(ROOT / "plugin", src / "plugin")
-    shutil.copytree(ROOT / "include", src / "include")
-    r = subprocess.run(["uwsgi", "--build-plugin", "."], cwd=src, capture_output=True, text=True, timeout=600)
-    built = src / "cowguard_plugin.so"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run(["uwsgi", "--build-plugin", str(ROOT)], cwd=elsewhere, capture_output=True, text=True,
+                       timeout=600)
+    built = elsewhere / "cowguard_plugin.so"
     assert r.returncode == 0 and built.exists(), r.stdout + r.stderr
+    # Every source compiled in: the builder's command line names each file of plugin/.
+    for source in sorted((ROOT / "plugin").glob("*.c*")):
+        assert str(source) in r.stdout, (source, r.stdout[-3000:])
     v = uwsgi(["--plugin", built, "--workers", 1, "--wsgi-file", APPS / "gcstate.py"], cowguard=False).wait_ready()
     s = v.get_json("/")
     assert s["frozen"] > 20000 and s["threshold"] == YOUNG and s["enabled_at_import"] is False
+
+
+def test_uwsgi_build_plugin_refuses_an_empty_source_list(tmp_path):
+    """A copy of uwsgiplugin.py with no sources beside it fails the build (it used to "succeed"
+    with a 14 KB plugin that had nothing compiled in)."""
+    import shutil
+    from conftest import ROOT
+    src = tmp_path / "src"
+    (src / "plugin").mkdir(parents=True)
+    shutil.copy(ROOT / "uwsgiplugin.py", src)
+    shutil.copytree(ROOT / "tools", src / "tools")
+    r = subprocess.run(["uwsgi", "--build-plugin", str(src)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and not (tmp_path / "cowguard_plugin.so").exists(), r.stdout + r.stderr
+    assert f"no sources in {src}/plugin" in r.stdout + r.stderr, r.stdout + r.stderr
