@@ -59,9 +59,9 @@ def stacks(inst):
 
 
 def start_and_stop(uwsgi, args, master, workers, cowguard=True, extra_env=None):
-    stop_timeout = STOP_TIMEOUT if cowguard else STOCK_STOP_TIMEOUT
     """One life: up with every worker spawned and answering, a few requests, a graceful stop.
     Returns (exit status, seconds the stop took, log)."""
+    stop_timeout = STOP_TIMEOUT if cowguard else STOCK_STOP_TIMEOUT
     env = {"PYTHONPATH": f"{NOISE}:{APPS}", "NOISE_SECONDS": "3", **(extra_env or {})}
     inst = uwsgi(args, master=master, cowguard=cowguard, env=env)
     inst.wait_ready(timeout=60)
