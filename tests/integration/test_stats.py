@@ -687,7 +687,10 @@ def test_documents_across_a_graceful_reload(uwsgi):
     # SIGHUP: the master re-executes itself (the stats socket is close-on-exec: the new master
     # binds it again) and cowguard's server starts again in the new master.
     u = start(uwsgi, workers=2)
-    old = {w["pid"] for w in wait_doc(u, sampled(2))["workers"]}
+    # Every worker in its accept loop first: a worker signalled while still starting ignored the
+    # reload until the master's mercy ran out (20 s without new workers on a busy machine).
+    old = {w["pid"] for w in wait_doc(u, lambda d: sampled(2)(d) and all(w["accepting"] for w in d["workers"]),
+                                      what="both workers accepting")["workers"]}
     os.kill(u.proc.pid, signal.SIGHUP)
     bad, cut, refused, new = [], 0, 0, None
     deadline = time.monotonic() + 20
