@@ -8,6 +8,7 @@
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
 #include <check.h>
+#include "run_suite.h"
 
 using cowguard::parse_malloc_stats;
 
@@ -69,9 +70,5 @@ int main() {
     tcase_add_test(tc, sizes_read_not_assumed);
     tcase_add_test(tc, bad_reports_refused);
     suite_add_tcase(suite, tc);
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

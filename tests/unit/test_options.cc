@@ -8,6 +8,7 @@
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
 #include <check.h>
+#include "run_suite.h"
 
 using namespace cowguard;
 
@@ -358,9 +359,5 @@ int main() {
     tcase_add_test(bad, immortalize_values_and_plan);
     suite_add_tcase(suite, bad);
 
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

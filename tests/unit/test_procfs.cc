@@ -12,6 +12,7 @@
 
 // Last: it brings check.h, whose fail() macro breaks <ios> and friends.
 #include "fixture.h"
+#include "run_suite.h"
 
 using cowguard::MemFigures;
 using cowguard::StatFigures;
@@ -278,9 +279,5 @@ int main() {
     tcase_add_test(io, read_gone_process);
     suite_add_tcase(suite, io);
 
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

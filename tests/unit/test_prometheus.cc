@@ -18,6 +18,7 @@
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
 #include <check.h>
+#include "run_suite.h"
 
 using cowguard::ExposedProcess;
 using cowguard::Exposition;
@@ -361,9 +362,5 @@ int main() {
     tcase_add_test(tc, default_instance_names);
     tcase_add_test(tc, promtool_accepts_the_output);
     suite_add_tcase(suite, tc);
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -8,6 +8,7 @@
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
 #include <check.h>
+#include "run_suite.h"
 
 using cowguard::python_version_mismatch;
 
@@ -60,9 +61,5 @@ int main() {
     tcase_add_test(tc, prefixes_are_not_the_same_version);
     tcase_add_test(tc, garbage_refused);
     suite_add_tcase(suite, tc);
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

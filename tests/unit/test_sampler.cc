@@ -18,6 +18,7 @@
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
 #include <check.h>
+#include "run_suite.h"
 
 using cowguard::LimitAction;
 using cowguard::ProcessRef;
@@ -498,9 +499,5 @@ int main() {
     tcase_add_test(flt, minflt_per_request_over_the_window);
     suite_add_tcase(suite, flt);
 
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -29,6 +29,7 @@
 
 // Last: it brings check.h, whose fail() macro breaks <ios> and friends.
 #include "fixture.h"
+#include "run_suite.h"
 
 using cowguard::MappingKind;
 using cowguard::Vma;
@@ -438,9 +439,5 @@ int main() {
     tcase_add_test(pagemap, pagemap_bits_on_a_real_page);
     suite_add_tcase(suite, pagemap);
 
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

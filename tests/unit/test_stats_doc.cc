@@ -16,6 +16,7 @@
 
 // Last: it brings check.h, whose fail() macro breaks <ios> and friends.
 #include "fixture.h"
+#include "run_suite.h"
 
 using cowguard::ProcessFigures;
 using cowguard::TopFigures;
@@ -420,9 +421,5 @@ int main() {
     tcase_add_test(tc, valid_utf8_passes_through);
     suite_add_tcase(suite, tc);
 
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

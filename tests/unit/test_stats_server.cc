@@ -24,6 +24,7 @@
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
 #include <check.h>
+#include "run_suite.h"
 
 using cowguard::StatsServer;
 using cowguard::StatsServerConfig;
@@ -785,9 +786,5 @@ int main() {
     tcase_add_test(stop, stop_after_run_writes_nowhere);
     suite_add_tcase(suite, stop);
 
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }

@@ -7,6 +7,7 @@
 
 // Last: check.h defines a fail() macro that breaks <ios> and friends.
 #include <check.h>
+#include "run_suite.h"
 
 using cowguard::warmup::format_request;
 using cowguard::warmup::parse_requests;
@@ -149,9 +150,5 @@ int main() {
     tcase_add_test(tc, nul_byte_inside_a_string_view);
     tcase_add_test(tc, server_addresses);
     suite_add_tcase(suite, tc);
-    SRunner* runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite);
 }
