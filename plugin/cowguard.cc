@@ -237,12 +237,14 @@ int count_python_threads() {
     return n;
 }
 
+// Counts the master's Python threads right before the fork (reinit_python_after_fork reads the
+// count in each child) and names the one hazard cowguard cannot repair.
 // A thread started at import may hold the GIL, or a lock, when the master forks; the worker gets
 // its state without the thread. With enable-threads the master lets go of the GIL before the fork
 // (master_fixup), and without py-call-uwsgi-fork-hooks nothing takes it back first: a worker can
 // wait for it for ever, in uWSGI's own code before any plugin runs (uWSGI issues #1149, #1369;
 // stock uWSGI hung in 3 of 3 starts here). cowguard cannot undo that; it says so before the fork.
-void warn_threads_at_fork() {
+void count_threads_before_fork() {
     g_master_python_threads = count_python_threads();
     g_threads_counted_in = getpid();
     if (!uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
@@ -511,7 +513,7 @@ struct PluginTableInit {
             if (!state().active || uwsgi.mywid != 0) return;
             gc::GilScope gil;
             fast_exit::flush_pinned_streams();  // what threads printed before the streams were replaced
-            warn_threads_at_fork();
+            count_threads_before_fork();
             glue::cow_report_setup_master(g_python_index);
         };
         cowguard_plugin.atexit = [] {
