@@ -3,7 +3,9 @@
 //   init            master, before Py_Initialize     settings, python plugin checks, slots, wrappers
 //   post_init       master, after Py_Initialize      GC off + guard (gc_control)
 //   cowguard_post_app  after every app is loaded     freeze (master; each worker with lazy-apps)
+//   python pre/post_uwsgi_fork (wrapped)  around a worker's fork   the worker's stop signals held
 //   python post_fork (wrapped)  worker, mule, spooler   worker GC policy, slot
+//   python fixup (wrapped)      worker, handlers set     the worker's stop signals released
 //   cowguard_after_request      worker, each request    counters; GC state check under gc=off
 //   python atexit (wrapped)     worker, mule, spooler   fast exit
 //   master_cleanup  master, before a reload's exec, at exit   the stats thread finishes its clients
@@ -94,6 +96,10 @@ Settings& g_settings = state().settings;
 struct uwsgi_plugin* g_python = nullptr;
 int g_python_index = -1;
 void (*g_python_post_fork)(void) = nullptr;
+void (*g_python_fixup)(void) = nullptr;
+void (*g_python_pre_uwsgi_fork)(void) = nullptr;
+void (*g_python_post_uwsgi_fork)(int) = nullptr;
+int (*g_python_worker)(void) = nullptr;
 void (*g_python_atexit)(void) = nullptr;
 int (*g_python_mount_app)(char*, char*) = nullptr;
 
@@ -267,6 +273,61 @@ void reinit_python_after_fork() {
     PyOS_AfterFork_Child();
 }
 
+// A worker's stop signals, held from its fork until uWSGI has installed its handlers.
+// uWSGI forks the first workers before its master loop installs the master's handlers, and a
+// worker installs its own (end_me for SIGINT and SIGTERM) only in uwsgi_worker_run: after the
+// fork hooks (PyOS_AfterFork_Child with py-call-uwsgi-fork-hooks), the post-fork hooks and, with
+// lazy-apps, the app's import. Until then it has the handlers that Py_Initialize left in the
+// master, and Python's SIGINT handler only notes the signal: a stop that reached a worker still
+// starting was lost, and uWSGI waited worker-reload-mercy (60 s) to SIGKILL it (stock uWSGI: 3 of
+// 12 stops with 10 workers under load, each stuck worker with 0 requests; a second SIGINT ended
+// every one). Held, the signal waits for the worker's own handler. Threads the app starts while
+// it loads inherit the mask, so these signals reach the main thread.
+constexpr int kWorkerStopSignals[] = {SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+sigset_t g_mask_before_fork;     // the forking thread's mask, restored in the master after the fork
+bool g_stop_signals_held = false;
+
+sigset_t worker_stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : kWorkerStopSignals) sigaddset(&set, sig);
+    return set;
+}
+
+void release_stop_signals() {
+    if (!g_stop_signals_held) return;
+    g_stop_signals_held = false;
+    sigset_t set = worker_stop_signals();
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);  // a signal held meanwhile is handled here, by uWSGI's handler
+}
+
+// uWSGI calls these around the fork of a worker only (not of mules or spoolers).
+void wrapped_python_pre_uwsgi_fork() {
+    sigset_t set = worker_stop_signals();
+    pthread_sigmask(SIG_BLOCK, &set, &g_mask_before_fork);
+    if (g_python_pre_uwsgi_fork) g_python_pre_uwsgi_fork();
+}
+
+void wrapped_python_post_uwsgi_fork(int in_child) {
+    if (g_python_post_uwsgi_fork) g_python_post_uwsgi_fork(in_child);
+    if (in_child)
+        g_stop_signals_held = true;  // released in the fixup hook
+    else
+        pthread_sigmask(SIG_SETMASK, &g_mask_before_fork, nullptr);
+}
+
+// uWSGI runs the fixup hooks right after it has installed the worker's signal handlers.
+void wrapped_python_fixup() {
+    release_stop_signals();
+    if (g_python_fixup) g_python_fixup();
+}
+
+// python-worker-override replaces uwsgi_worker_run (and its fixup hooks) with a script.
+int wrapped_python_worker() {
+    if (uwsgi_option_on("python-worker-override")) release_stop_signals();
+    return g_python_worker ? g_python_worker() : 0;
+}
+
 void process_started();
 void wrapped_python_post_fork();
 int wrapped_python_mount_app(char* mountpoint, char* app);
@@ -296,6 +357,14 @@ int cowguard_init() {
     // Wrap the python plugin's hooks (see the comment at the top of this file).
     g_python_post_fork = g_python->post_fork;
     g_python->post_fork = wrapped_python_post_fork;
+    g_python_pre_uwsgi_fork = g_python->pre_uwsgi_fork;
+    g_python->pre_uwsgi_fork = wrapped_python_pre_uwsgi_fork;
+    g_python_post_uwsgi_fork = g_python->post_uwsgi_fork;
+    g_python->post_uwsgi_fork = wrapped_python_post_uwsgi_fork;
+    g_python_fixup = g_python->fixup;
+    g_python->fixup = wrapped_python_fixup;
+    g_python_worker = g_python->worker;
+    g_python->worker = wrapped_python_worker;
     if (g_python->mount_app) {
         g_python_mount_app = g_python->mount_app;
         g_python->mount_app = wrapped_python_mount_app;
