@@ -212,6 +212,15 @@ int count_python_threads() {
 void count_threads_before_fork() {
     g_master_python_threads = count_python_threads();
     g_threads_counted_in = getpid();
+    if (!uwsgi.has_threads && g_master_python_threads > 1 && g_ctx.interps.size() > 1) {
+        log_line("%d Python threads run in the master before the fork (started at import), with sub-interpreters "
+                 "and threads not enabled: a worker forked while one of them waits for the GIL waits for ever for a "
+                 "switch to a thread that does not exist (stock uWSGI the same). cowguard repairs that with "
+                 "PyOS_AfterFork_Child only with one interpreter, as it deletes sub-interpreters. Set "
+                 "single-interpreter = true",
+                 g_master_python_threads - 1);
+        return;
+    }
     if (!uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
     log_line("%d Python threads run in the master before the fork (started at import) and threads are enabled "
              "without py-call-uwsgi-fork-hooks: a worker forked while one of them holds the GIL waits for it for "
@@ -223,13 +232,30 @@ void count_threads_before_fork() {
 // thread state itself, as py-call-osafterfork would: a new GIL (a master thread's pending switch
 // request would otherwise leave the worker waiting for a thread that does not exist, at its first
 // import or its exit), the other threads' states dropped, threading and os.register_at_fork told.
+// Not with sub-interpreters: PyOS_AfterFork_Child deletes them (see refuse_fork_hooks_with_sub_interpreters).
 void reinit_python_after_fork() {
     // Only in a forked process: without a master, worker 1 is the process that counted, threads alive.
     if (getpid() == g_threads_counted_in) return;
-    if (uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-osafterfork") ||
-        uwsgi_option_on("py-call-uwsgi-fork-hooks"))
+    if (uwsgi.has_threads || g_master_python_threads <= 1 || g_ctx.interps.size() > 1 ||
+        uwsgi_option_on("py-call-osafterfork") || uwsgi_option_on("py-call-uwsgi-fork-hooks"))
         return;
     PyOS_AfterFork_Child();
+}
+
+// CPython's PyOS_AfterFork_Child deletes every interpreter but the main one in the forked process,
+// and both python plugin options call it in each worker: the apps mounted in sub-interpreters lose
+// their interpreter. Stock uWSGI crashed while mounting them (1 of 1 and 6 of 6 starts, the mount
+// running without the GIL); with cowguard's mount fix the workers hung inside PyOS_AfterFork_Child.
+// Nothing can serve these apps, so the master stops before the fork and says which options work.
+void refuse_fork_hooks_with_sub_interpreters() {
+    if (g_ctx.interps.size() <= 1) return;
+    for (const char* option : {"py-call-uwsgi-fork-hooks", "py-call-osafterfork"}) {
+        if (!uwsgi_option_on(option)) continue;
+        fail(std::string(option) + ": CPython's PyOS_AfterFork_Child deletes every sub-interpreter in a forked " +
+             "worker, and " + std::to_string(g_ctx.interps.size() - 1) +
+             " app(s) here run in one (mounted without single-interpreter): set single-interpreter = true, or drop " +
+             option);
+    }
 }
 
 // A worker's stop signals, held from its fork until uWSGI has installed its handlers.
@@ -536,6 +562,8 @@ struct PluginTableInit {
             if (!g_ctx.active || uwsgi.mywid != 0) return;
             gc::GilScope gil;
             fast_exit::flush_pinned_streams();  // what threads printed before the streams were replaced
+            collect_interpreters();
+            refuse_fork_hooks_with_sub_interpreters();
             count_threads_before_fork();
             glue::cow_report_setup_master();
         };
