@@ -232,34 +232,29 @@ PyObject* build_dict() {
     return d;
 }
 
+// Written under a temporary name and renamed: whoever waits for the report (the trigger's
+// caller, a test, an operator's tool) sees all of it or none of it (a reader once found the file
+// created and still empty), and rename() replaces a file or symlink at the path without
+// following it; O_EXCL | O_NOFOLLOW keep the temporary name from being redirected.
 WriteResult write_file(const std::string& dir, int worker_id, const Report& r) {
     WriteResult out;
-    std::string& path = out.path;
-    path = dir + "/cow-" + std::to_string(worker_id) + "-" + std::to_string(r.pid) + ".json";
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EEXIST) {
-        // A report of this pid already exists (an earlier trigger): replace it through a fresh file.
-        std::string tmp = path + ".tmp";
-        unlink(tmp.c_str());
-        fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd >= 0) {
-            std::string text = to_json(r, worker_id, 50);
-            bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-            close(fd);
-            if (ok && rename(tmp.c_str(), path.c_str()) == 0) return out;
-            out.error = strerror(errno);
-            unlink(tmp.c_str());
-            return out;
-        }
-    }
+    out.path = dir + "/cow-" + std::to_string(worker_id) + "-" + std::to_string(r.pid) + ".json";
+    const std::string tmp = out.path + ".tmp";
+    const std::string text = to_json(r, worker_id, 50);
+    unlink(tmp.c_str());  // left by a process that died while writing
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         out.error = strerror(errno);
         return out;
     }
-    std::string text = to_json(r, worker_id, 50);
-    bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ssize_t written = write(fd, text.data(), text.size());
+    int write_errno = errno;
     close(fd);
-    if (!ok) out.error = "short write";
+    if (written != static_cast<ssize_t>(text.size()))
+        out.error = written < 0 ? strerror(write_errno) : "short write";
+    else if (rename(tmp.c_str(), out.path.c_str()) != 0)
+        out.error = strerror(errno);
+    if (out.error) unlink(tmp.c_str());
     return out;
 }
 
