@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cowguard/fill_holes.h"
 #include "cowguard/gc_control.h"
 #include "cowguard/options.h"
 #include "cowguard/process_role.h"
@@ -40,11 +41,19 @@ struct Context {
     std::vector<PyThreadState*> interps;
     int python_modifier = -1;  // the python plugin's modifier1 (its index in uWSGI's plugin table)
 
-    // What happened before the fork (in the master; in each worker with lazy-apps).
+    // What was decided at init, and what happened before the fork (in the master; in each worker
+    // with lazy-apps).
+    ImmortalizePlan immortalize;   // cowguard-immortalize, for this Python and mode
+    bool fill_holes = false;       // cowguard-fill-holes, for this mode
     gc::FreezeResult freeze;
     uint64_t immortal_objects = 0;  // cowguard-immortalize: objects made immortal after the freeze
     double immortalize_ms = 0;
+    holes::Result holes;            // cowguard-fill-holes, in the master
     double warmup_ms = 0;
+    // Python threads alive in the master's main interpreter at the last count before the fork
+    // (the counting thread included), and the process that counted them.
+    int master_python_threads = 1;
+    int threads_counted_in = 0;
 
     gc::ProcessState gc;                   // gc_control.cc's own state
     glue::MasterStats* master = nullptr;   // the master only; never freed (forked processes hold copies)

@@ -91,10 +91,6 @@ int (*g_python_worker)(void) = nullptr;
 void (*g_python_atexit)(void) = nullptr;
 int (*g_python_mount_app)(char*, char*) = nullptr;
 
-ImmortalizePlan g_immortalize;  // decided at init
-holes::Result g_holes;           // cowguard-fill-holes in the master
-bool g_fill_holes = false;
-
 bool lazy_mode() { return uwsgi.lazy || uwsgi.lazy_apps; }
 
 // ---- options ---------------------------------------------------------------------------------
@@ -191,11 +187,6 @@ bool uwsgi_option_on(const char* name) {
     return false;
 }
 
-// Python threads alive in the master's main interpreter at the last count before the fork (the
-// counting thread included), and the process that counted them.
-int g_master_python_threads = 1;
-pid_t g_threads_counted_in = 0;
-
 int count_python_threads() {
     int n = 0;
     for (PyThreadState* t = PyInterpreterState_ThreadHead(PyInterpreterState_Main()); t; t = PyThreadState_Next(t)) n++;
@@ -210,22 +201,22 @@ int count_python_threads() {
 // wait for it for ever, in uWSGI's own code before any plugin runs (uWSGI issues #1149, #1369;
 // stock uWSGI hung in 3 of 3 starts here). cowguard cannot undo that; it says so before the fork.
 void count_threads_before_fork() {
-    g_master_python_threads = count_python_threads();
-    g_threads_counted_in = getpid();
-    if (!uwsgi.has_threads && g_master_python_threads > 1 && g_ctx.interps.size() > 1) {
+    g_ctx.master_python_threads = count_python_threads();
+    g_ctx.threads_counted_in = getpid();
+    if (!uwsgi.has_threads && g_ctx.master_python_threads > 1 && g_ctx.interps.size() > 1) {
         log_line("%d Python threads run in the master before the fork (started at import), with sub-interpreters "
                  "and threads not enabled: a worker forked while one of them waits for the GIL waits for ever for a "
                  "switch to a thread that does not exist (stock uWSGI the same). cowguard repairs that with "
                  "PyOS_AfterFork_Child only with one interpreter, as it deletes sub-interpreters. Set "
                  "single-interpreter = true",
-                 g_master_python_threads - 1);
+                 g_ctx.master_python_threads - 1);
         return;
     }
-    if (!uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
+    if (!uwsgi.has_threads || g_ctx.master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
     log_line("%d Python threads run in the master before the fork (started at import) and threads are enabled "
              "without py-call-uwsgi-fork-hooks: a worker forked while one of them holds the GIL waits for it for "
              "ever (uWSGI issues #1149, #1369). Set py-call-uwsgi-fork-hooks = true",
-             g_master_python_threads - 1);
+             g_ctx.master_python_threads - 1);
 }
 
 // Without enable-threads the forking thread holds the GIL, so the worker can repair Python's
@@ -235,8 +226,8 @@ void count_threads_before_fork() {
 // Not with sub-interpreters: PyOS_AfterFork_Child deletes them (see refuse_fork_hooks_with_sub_interpreters).
 void reinit_python_after_fork() {
     // Only in a forked process: without a master, worker 1 is the process that counted, threads alive.
-    if (getpid() == g_threads_counted_in) return;
-    if (uwsgi.has_threads || g_master_python_threads <= 1 || g_ctx.interps.size() > 1 ||
+    if (getpid() == g_ctx.threads_counted_in) return;
+    if (uwsgi.has_threads || g_ctx.master_python_threads <= 1 || g_ctx.interps.size() > 1 ||
         uwsgi_option_on("py-call-osafterfork") || uwsgi_option_on("py-call-uwsgi-fork-hooks"))
         return;
     PyOS_AfterFork_Child();
@@ -329,11 +320,11 @@ int cowguard_init() {
     glue::warmup_load_requests();
     find_python_plugin();
     check_python_version();
-    g_immortalize = plan_immortalize(g_ctx.settings.immortalize, immortal::supported(),
-                                     std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")), g_ctx.settings.freeze,
-                                     lazy_mode());
-    if (g_immortalize.error) fail(*g_immortalize.error);
-    g_fill_holes = plan_fill_holes(g_ctx.settings.fill_holes, lazy_mode());
+    g_ctx.immortalize = plan_immortalize(g_ctx.settings.immortalize, immortal::supported(),
+                                         std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")),
+                                         g_ctx.settings.freeze, lazy_mode());
+    if (g_ctx.immortalize.error) fail(*g_ctx.immortalize.error);
+    g_ctx.fill_holes = plan_fill_holes(g_ctx.settings.fill_holes, lazy_mode());
     pymodule::register_module(g_ctx);  // before Py_Initialize, which the python plugin's init runs next
 
     g_ctx.log = glue::log_line;
@@ -408,17 +399,17 @@ std::vector<PyObject*> uwsgi_reused_objects() {
 
 void log_policy(const char* where) {
     char immortal[160];
-    if (g_immortalize.run)
+    if (g_ctx.immortalize.run)
         snprintf(immortal, sizeof(immortal), "immortalized %llu objects in %.1f ms",
                  static_cast<unsigned long long>(g_ctx.immortal_objects), g_ctx.immortalize_ms);
     else
-        snprintf(immortal, sizeof(immortal), "immortalize %s", g_immortalize.why.c_str());
+        snprintf(immortal, sizeof(immortal), "immortalize %s", g_ctx.immortalize.why.c_str());
     char holes[160] = "";
-    if (g_fill_holes && g_holes.skipped.empty())
+    if (g_ctx.fill_holes && g_ctx.holes.skipped.empty())
         snprintf(holes, sizeof(holes), ", filled %llu pymalloc holes (%.1f MB) in %.1f ms",
-                 static_cast<unsigned long long>(g_holes.blocks), g_holes.bytes / 1048576.0, g_holes.ms);
-    else if (g_fill_holes)
-        snprintf(holes, sizeof(holes), ", holes not filled: %s", g_holes.skipped.c_str());
+                 static_cast<unsigned long long>(g_ctx.holes.blocks), g_ctx.holes.bytes / 1048576.0, g_ctx.holes.ms);
+    else if (g_ctx.fill_holes)
+        snprintf(holes, sizeof(holes), ", holes not filled: %s", g_ctx.holes.skipped.c_str());
     log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection), %s%s; "
              "workers: gc %s, guard %s, fast exit %s",
              where, static_cast<unsigned long long>(g_ctx.freeze.frozen), g_ctx.freeze.ms, g_ctx.freeze.interpreters,
@@ -500,7 +491,7 @@ void cowguard_post_app(void) {
     glue::warmup_run();
     if (!g_ctx.settings.freeze) return;
     g_ctx.freeze = gc::freeze_all(g_ctx);
-    if (g_immortalize.run) {
+    if (g_ctx.immortalize.run) {
         immortal::Result im = immortal::immortalize_all(g_ctx.interps, uwsgi_reused_objects());
         g_ctx.immortal_objects = im.objects;
         g_ctx.immortalize_ms = im.ms;
@@ -510,7 +501,7 @@ void cowguard_post_app(void) {
         gc::apply_worker_policy(g_ctx, static_cast<int64_t>(g_ctx.freeze.frozen));
         if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
     } else {
-        if (g_fill_holes) g_holes = holes::fill();  // last before the fork: nothing allocates after it
+        if (g_ctx.fill_holes) g_ctx.holes = holes::fill();  // last before the fork: nothing allocates after it
         // Without a master, this process is worker 1 itself (and forks any other workers).
         log_policy(uwsgi.master_process ? "master" : "no master, before the workers start");
         if (g_ctx.settings.trim) trim_heap();

@@ -8,6 +8,8 @@ extern "C" {
 }
 
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -46,12 +48,17 @@ std::string where_it_runs(bool in_worker, const char* does) {
 // cowguard-warmup-errors = fatal: the instance stops. With lazy-apps, like need-app, the whole
 // instance stops (status 22) rather than respawning workers that fail forever; the master acts
 // on the flag in its next cycle.
-[[noreturn]] void stop_startup(bool in_worker) {
-    if (in_worker) {
-        if (WorkerSlot* instance = context().instance_slot()) instance->stop_instance.store(1);
-        exit(UWSGI_FAILED_APP_CODE);
-    }
-    exit(1);
+// The line says why, naming the option; in the master it is glue::fail's one line.
+[[noreturn]] __attribute__((format(printf, 2, 3))) void stop_startup(bool in_worker, const char* fmt, ...) {
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (!in_worker) fail(line);
+    log_line("%s", line);
+    if (WorkerSlot* instance = context().instance_slot()) instance->stop_instance.store(1);
+    exit(UWSGI_FAILED_APP_CODE);
 }
 
 bool run_callables(const std::vector<std::string>& callables, const char* option, bool in_worker) {
@@ -67,9 +74,10 @@ bool run_callables(const std::vector<std::string>& callables, const char* option
             log_line("%s: %zu callable%s ran in %.1f ms", option, callables.size(), plural(callables.size()), r.ms);
         return true;
     }
-    log_line("%s: %s raised (traceback above); %s as cowguard-warmup-errors = %s asks", option, r.failed.c_str(),
-             fatal ? "stopping" : "going on", fatal ? "fatal" : "log");
-    if (fatal) stop_startup(in_worker);
+    if (fatal)
+        stop_startup(in_worker, "%s: %s raised (traceback above); stopping as cowguard-warmup-errors = fatal asks",
+                     option, r.failed.c_str());
+    log_line("%s: %s raised (traceback above); going on as cowguard-warmup-errors = log asks", option, r.failed.c_str());
     return false;
 }
 
@@ -188,10 +196,13 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
         int closed = r.ok ? warmup::close_django_connections() : 0;
         total.ms += r.ms;
         if (!r.ok || closed < 0) {
-            log_line("cowguard-warmup-requests: %s (traceback above); %s as cowguard-warmup-errors = %s asks",
-                     r.ok ? "closing Django's database connections raised" : "the replay could not run",
-                     fatal ? "stopping" : "going on", fatal ? "fatal" : "log");
-            if (fatal) stop_startup(in_worker);
+            const char* what = r.ok ? "closing Django's database connections raised" : "the replay could not run";
+            if (fatal)
+                stop_startup(in_worker,
+                             "cowguard-warmup-requests: %s (traceback above); stopping as cowguard-warmup-errors = "
+                             "fatal asks", what);
+            log_line("cowguard-warmup-requests: %s (traceback above); going on as cowguard-warmup-errors = log asks",
+                     what);
             continue;
         }
         closed_django += closed;
@@ -208,9 +219,9 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
              extra.c_str(), ull(total.raised),
              closed_django ? "; Django's database connections closed (connections.close_all())" : "");
     if (total.raised && fatal) {
-        log_line("cowguard-warmup-requests: the app raised on %llu request%s (named above); stopping as "
-                 "cowguard-warmup-errors = fatal asks", ull(total.raised), plural(total.raised));
-        stop_startup(in_worker);
+        stop_startup(in_worker,
+                     "cowguard-warmup-requests: the app raised on %llu request%s (named above); stopping as "
+                     "cowguard-warmup-errors = fatal asks", ull(total.raised), plural(total.raised));
     }
 }
 
