@@ -369,7 +369,7 @@ void log_policy(const char* where) {
              "workers: gc %s, guard %s, fast exit %s",
              where, static_cast<unsigned long long>(g_freeze.frozen), g_freeze.ms, g_freeze.interpreters,
              g_freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_freeze.collected), immortal, holes,
-             describe_policy(g_settings.gc, g_settings.thresholds).c_str(), guard_name(g_settings.guard),
+             describe_gc(g_settings).c_str(), guard_name(g_settings.guard),
              g_settings.fast_exit ? "on" : "off");
 }
 

@@ -56,9 +56,10 @@ def documented_valid(option, value):
     t = value.strip().lower()
     if accepts == "true or false":
         return t in BOOLS
-    if accepts.startswith("young, off or T0[,T1[,T2]]"):
+    if accepts.startswith("young, between, off or T0[,T1[,T2]]") or accepts.startswith("T0[,T1[,T2]] (integers"):
         parts = [p.strip() for p in t.split(",")]
-        return t in ("young", "off") or (1 <= len(parts) <= 3 and all(digits(p, 1_000_000_000) for p in parts))
+        words = ("young", "between", "off") if accepts.startswith("young") else ()
+        return t in words or (1 <= len(parts) <= 3 and all(digits(p, 1_000_000_000) for p in parts))
     if accepts == "block, warn or allow":
         return t in ("block", "warn", "allow")
     if accepts.startswith("seconds, a number from 0.1 to 3600"):

@@ -126,10 +126,10 @@ def test_master_switch_off_is_stock(uwsgi):
 
 @pytest.mark.parametrize("option,value,accepts", [
     ("cowguard", "maybe", "true or false"),
-    ("cowguard-gc", "sometimes", "young, off or T0[,T1[,T2]]"),
-    ("cowguard-gc", "1,2,3,4", "young, off or T0[,T1[,T2]]"),
-    ("cowguard-gc", "-5", "young, off or T0[,T1[,T2]]"),
-    ("cowguard-gc", "10,", "young, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "sometimes", "young, between, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "1,2,3,4", "young, between, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "-5", "young, between, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "10,", "young, between, off or T0[,T1[,T2]]"),
     ("cowguard-guard", "deny", "block, warn or allow"),
     ("cowguard-freeze", "", "true or false"),
     ("cowguard-fast-exit", "2", "true or false"),
