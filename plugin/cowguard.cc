@@ -168,9 +168,11 @@ void start_slot(WorkerSlot* s) {
     for (auto& t : s->threshold) t.store(0, std::memory_order_relaxed);
     s->frozen.store(0, std::memory_order_relaxed);
     for (auto* f : {&s->uss, &s->pss, &s->shared, &s->swap, &s->minflt, &s->majflt, &s->peak_private,
-                    &s->gc_collections_total})
+                    &s->gc_collections_total, &s->gc_in_request_total})
         f->store(0, std::memory_order_relaxed);
     for (auto& c : s->collections) c.store(0, std::memory_order_relaxed);
+    for (auto* per_gen : {s->gen_time_ns, s->after_collections, s->after_time_ns})
+        for (int g = 0; g < 3; g++) per_gen[g].store(0, std::memory_order_relaxed);
     s->collected.store(0, std::memory_order_relaxed);
     s->uncollectable.store(0, std::memory_order_relaxed);
     s->gc_time_ns.store(0, std::memory_order_relaxed);
@@ -387,6 +389,7 @@ void process_started() {
     int64_t known = g_freeze.interpreters > 0 ? static_cast<int64_t>(g_freeze.frozen) : -1;
     if (!(worker && lazy_mode() && g_settings.freeze)) gc::apply_worker_policy(g_interps, known);
     publish_slot(slot);
+    glue::between_process_started(g_interps);
 }
 
 // The python plugin mounts `mount` apps in the master without taking the GIL (it does so only
@@ -488,6 +491,7 @@ void cowguard_after_request(struct wsgi_request* wsgi_req) {
             return;
         }
     }
+    if (g_settings.gc == GcPolicy::Between) glue::between_after_request(g_interps);
     if (g_settings.gc != GcPolicy::Off) return;
     gc::GilScope gil;
     gc::check_after_request(g_interps);

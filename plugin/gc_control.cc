@@ -2,6 +2,7 @@
 #include "cowguard/gc_control.h"
 
 #include <cstring>
+#include <memory>
 #include <ctime>
 #include <mutex>
 #include <string>
@@ -24,6 +25,14 @@ std::unordered_set<PyInterpreterState*> g_policy_interps;  // worker policy appl
 std::unordered_set<std::string> g_logged_sites;           // guard: one log line per call site
 bool g_logged_native_reenable = false;
 uint64_t g_gc_start_ns = 0;
+
+// cowguard-gc = between (this process): the decision, and whether the collection now running is
+// cowguard's own (set and read with the GIL held, by the thread that collects).
+std::unique_ptr<between::Decider> g_between;
+bool g_collecting_between = false;
+std::vector<PyThreadState*> g_tick_interps;  // what the tick of a mule or spooler collects in
+double g_tick_s = 1.0;
+HarakiriFn g_tick_harakiri = nullptr;
 
 #define LOG(...) \
     do { if (g_log) g_log(__VA_ARGS__); } while (0)
@@ -207,7 +216,14 @@ PyObject* gc_callback(PyObject*, PyObject* args) {
         if ((v = PyDict_GetItemString(info, "uncollectable"))) uncollectable = PyLong_AsLong(v);
     }
     PyErr_Clear();
-    if (gen >= 0 && gen < 3) g_slot->collections[gen].fetch_add(1, std::memory_order_relaxed);
+    if (gen >= 0 && gen < 3) {
+        g_slot->collections[gen].fetch_add(1, std::memory_order_relaxed);
+        g_slot->gen_time_ns[gen].fetch_add(elapsed, std::memory_order_relaxed);
+        if (g_collecting_between) {
+            g_slot->after_collections[gen].fetch_add(1, std::memory_order_relaxed);
+            g_slot->after_time_ns[gen].fetch_add(elapsed, std::memory_order_relaxed);
+        }
+    }
     if (collected > 0) g_slot->collected.fetch_add(static_cast<uint64_t>(collected), std::memory_order_relaxed);
     if (uncollectable > 0) g_slot->uncollectable.fetch_add(static_cast<uint64_t>(uncollectable), std::memory_order_relaxed);
     g_slot->gc_time_ns.fetch_add(elapsed, std::memory_order_relaxed);
@@ -227,7 +243,81 @@ void install_callback_here() {
     Py_XDECREF(mod);
 }
 
+// ---- cowguard-gc = between ----------------------------------------------------------------
+
+// gc.get_count() of the current interpreter; false when it cannot be read.
+bool read_counts(long (&count)[3]) {
+    PyObject* c = call_gc("get_count");
+    bool ok = c && PyTuple_Check(c) && PyTuple_GET_SIZE(c) == 3;
+    for (int g = 0; ok && g < 3; g++) count[g] = PyLong_AsLong(PyTuple_GET_ITEM(c, g));
+    Py_XDECREF(c);
+    if (PyErr_Occurred()) ok = false;
+    PyErr_Clear();
+    return ok;
+}
+
+int64_t sampled_private() {
+    return g_slot ? g_slot->uss.load(std::memory_order_relaxed) : 0;
+}
+
+// The mule's or spooler's tick: a Python thread (so CPython stops it at finalization like any
+// daemon thread) that sleeps with the GIL released and then asks the same question as a worker
+// does after a request. Takes the GIL only once a tick, like a thread of the app would.
+PyObject* tick_loop(PyObject*, PyObject*) {
+    for (;;) {
+        timespec ts{static_cast<time_t>(g_tick_s),
+                    static_cast<long>((g_tick_s - static_cast<double>(static_cast<time_t>(g_tick_s))) * 1e9)};
+        Py_BEGIN_ALLOW_THREADS
+        nanosleep(&ts, nullptr);
+        Py_END_ALLOW_THREADS
+        collect_between(g_tick_interps, g_tick_harakiri ? g_tick_harakiri() : -1);
+    }
+}
+
+PyMethodDef g_tick_def = {"cowguard_gc_tick", tick_loop, METH_NOARGS,
+                          "cowguard-gc = between in a mule or spooler: collects on a timer, as workers do after requests."};
+
 }  // namespace
+
+void collect_between(const std::vector<PyThreadState*>& interps, int64_t harakiri_left_s) {
+    if (!g_between) return;
+    for (PyThreadState* ts : interps) {
+        in_interpreter(ts, [&] {
+            between::Observation now;
+            if (!read_counts(now.count)) return;
+            now.private_bytes = sampled_private();
+            now.harakiri_left_s = harakiri_left_s;
+            int gen = g_between->decide(now);
+            if (gen == between::kNone) return;
+            PyObject* args = Py_BuildValue("(i)", gen);
+            g_collecting_between = true;
+            Py_XDECREF(call_gc("collect", args));
+            g_collecting_between = false;
+            Py_XDECREF(args);
+            PyErr_Clear();
+            g_between->collected(sampled_private());
+        });
+    }
+}
+
+void start_between_tick(const std::vector<PyThreadState*>& interps, double seconds, HarakiriFn harakiri_left_s) {
+    if (!g_between || !g_tick_interps.empty() || interps.empty()) return;
+    g_tick_interps = interps;
+    g_tick_s = seconds;
+    g_tick_harakiri = harakiri_left_s;
+    in_interpreter(interps.front(), [] {
+        PyObject* thread = PyImport_ImportModule("_thread");
+        PyObject* fn = PyCFunction_New(&g_tick_def, nullptr);
+        PyObject* res = thread && fn ? PyObject_CallMethod(thread, "start_new_thread", "(O())", fn) : nullptr;
+        if (!res) {
+            LOG("cowguard-gc = between: could not start the collection tick (pid %d):", static_cast<int>(getpid()));
+            PyErr_Print();
+        }
+        Py_XDECREF(res);
+        Py_XDECREF(fn);
+        Py_XDECREF(thread);
+    });
+}
 
 InterpreterScope::InterpreterScope(PyThreadState* ts) : prev_(PyThreadState_Get()) {
     if (!ts || ts->interp == prev_->interp) return;
@@ -299,6 +389,13 @@ void apply_worker_policy(const std::vector<PyThreadState*>& interps, int64_t kno
             } else {
                 set_threshold(g_settings->thresholds);
                 PyGC_Enable();
+            }
+            if (g_settings->gc == GcPolicy::Between && !g_between) {
+                between::Trigger trigger;
+                trigger.threshold[0] = g_settings->between.t0;
+                trigger.threshold[1] = g_settings->between.t1;
+                trigger.threshold[2] = g_settings->between.t2;
+                g_between = std::make_unique<between::Decider>(trigger);
             }
             if (known_frozen < 0) frozen += freeze_count_here();
             if (ts == interps.front()) {

@@ -161,6 +161,28 @@ const std::vector<ProcessFamily>& process_families() {
              for (int g = 0; g < 3; g++)
                  emit(u64(p.figures.gc.collections[g]), "generation=\"" + std::to_string(g) + "\"");
          }},
+        {"cowguard_process_gc_phase_collections_total", "counter",
+         "Garbage collections of each generation, by phase: in_request (started by CPython's thresholds; "
+         "in a mule or spooler, anywhere) or after_request (run by cowguard-gc = between once the response is "
+         "sent; in a mule or spooler, on its tick).",
+         [](const ExposedProcess& p, const Emit& emit) {
+             if (!p.figures.gc_ok) return;
+             for (const auto& [name, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &p.figures.gc.in_request},
+                                               {"after_request", &p.figures.gc.after_request}})
+                 for (int g = 0; g < 3; g++)
+                     emit(u64(phase->collections[g]),
+                          "generation=\"" + std::to_string(g) + "\",phase=\"" + name + "\"");
+         }},
+        {"cowguard_process_gc_phase_seconds_total", "counter",
+         "Time spent in garbage collections of each generation, by phase (as cowguard_process_gc_phase_collections_total).",
+         [](const ExposedProcess& p, const Emit& emit) {
+             if (!p.figures.gc_ok) return;
+             for (const auto& [name, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &p.figures.gc.in_request},
+                                               {"after_request", &p.figures.gc.after_request}})
+                 for (int g = 0; g < 3; g++)
+                     emit(dbl(phase->time_ms[g] / 1000.0),
+                          "generation=\"" + std::to_string(g) + "\",phase=\"" + name + "\"");
+         }},
         gc("cowguard_process_gc_collected_objects_total", "counter", "Objects freed by garbage collections.",
            [](const G& g) { return u64(g.collected); }),
         gc("cowguard_process_gc_uncollectable_objects_total", "counter", "Objects garbage collections found uncollectable.",

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cowguard/cow_report.h"
+#include "cowguard/sampler.h"
 #include "cowguard/version.h"
 
 namespace cowguard::pymodule {
@@ -274,6 +275,16 @@ PyObject* py_stats(PyObject*, PyObject*) {
         gput("time_ms", PyFloat_FromDouble(static_cast<double>(s.gc_time_ns.load()) / 1e6));
         gput("blocked_calls", u(s.blocked_calls));
         gput("restored", u(s.restored));
+        GcFigures f = gc_figures_from(s);
+        for (const auto& [key, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &f.in_request},
+                                         {"after_request", &f.after_request}}) {
+            PyObject* p = Py_BuildValue("{s:(KKK),s:(ddd)}", "collections",
+                                        static_cast<unsigned long long>(phase->collections[0]),
+                                        static_cast<unsigned long long>(phase->collections[1]),
+                                        static_cast<unsigned long long>(phase->collections[2]), "time_ms",
+                                        phase->time_ms[0], phase->time_ms[1], phase->time_ms[2]);
+            gput(key, p);
+        }
         put("gc", gc);
     }
     return d;

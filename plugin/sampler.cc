@@ -37,6 +37,16 @@ GcFigures gc_figures_from(const WorkerSlot& s) {
     g.time_ms = static_cast<double>(s.gc_time_ns.load(std::memory_order_relaxed)) / 1e6;
     g.blocked_calls = s.blocked_calls.load(std::memory_order_relaxed);
     g.restored = s.restored.load(std::memory_order_relaxed);
+    for (int i = 0; i < 3; i++) {
+        // After-request first: the GC callback adds to the totals before it adds to them.
+        uint64_t after_n = s.after_collections[i].load(std::memory_order_relaxed);
+        uint64_t after_ns = s.after_time_ns[i].load(std::memory_order_relaxed);
+        uint64_t all_ns = s.gen_time_ns[i].load(std::memory_order_relaxed);
+        g.after_request.collections[i] = after_n;
+        g.after_request.time_ms[i] = static_cast<double>(after_ns) / 1e6;
+        g.in_request.collections[i] = g.collections[i] > after_n ? g.collections[i] - after_n : 0;
+        g.in_request.time_ms[i] = all_ns > after_ns ? static_cast<double>(all_ns - after_ns) / 1e6 : 0;
+    }
     return g;
 }
 
@@ -87,6 +97,9 @@ std::vector<LimitAction> Sampler::sample(int master_pid, const std::vector<Proce
                     s->peak_private.store(static_cast<int64_t>(f.uss), std::memory_order_relaxed);
                 uint64_t total = f.gc.collections[0] + f.gc.collections[1] + f.gc.collections[2];
                 s->gc_collections_total.store(static_cast<int64_t>(total), std::memory_order_relaxed);
+                uint64_t inside = f.gc.in_request.collections[0] + f.gc.in_request.collections[1] +
+                                  f.gc.in_request.collections[2];
+                s->gc_in_request_total.store(static_cast<int64_t>(inside), std::memory_order_relaxed);
 
                 Window& w = windows_[s];
                 if (w.pid != p.pid) w = Window{p.pid, {}};

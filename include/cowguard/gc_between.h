@@ -31,9 +31,11 @@ struct Trigger {
     // Private memory grown since the last collection (bytes) that starts one even below
     // threshold[0], as long as anything is pending: a few cycles holding large buffers. <= 0: off.
     int64_t growth_bytes = 8LL * 1024 * 1024;
-    // harakiri is counted in whole seconds and uWSGI disarms it only after the after-request
-    // hooks: with less than this left, no collection (the next request's end will do it).
-    int64_t harakiri_margin_s = 2;
+    // uWSGI disarms harakiri only after the after-request hooks, and counts it in whole seconds:
+    // the master kills once its clock is past the deadline, so with 1 s left (by the truncated
+    // clock) more than a second remains, far more than a young collection takes; with 0, less
+    // than one: no collection then (the next request's end will do it).
+    int64_t harakiri_margin_s = 1;
 };
 
 constexpr int kNone = -1;

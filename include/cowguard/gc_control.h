@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cowguard/gc_between.h"
 #include "cowguard/options.h"
 #include "cowguard/worker_slot.h"
 
@@ -84,5 +85,18 @@ void apply_worker_policy(const std::vector<PyThreadState*>& interps, int64_t kno
 // After a request: if native code switched the GC back on under `cowguard-gc = off`, switch
 // it off again (logged once per process, counted). Does nothing for the other policies.
 void check_after_request(const std::vector<PyThreadState*>& interps);
+
+// cowguard-gc = between, after a request in a worker (the response is sent): in each interpreter,
+// collects the generation the Decider picks from gc.get_count(), the private memory the master
+// last sampled into the slot, and `harakiri_left_s` (seconds until harakiri fires, < 0: not
+// armed). Counted in the slot as after-request collections. Does nothing under other policies.
+// One thread at a time (the caller makes sure with threads > 1).
+void collect_between(const std::vector<PyThreadState*>& interps, int64_t harakiri_left_s);
+
+// cowguard-gc = between in a mule or spooler (no requests): starts a Python thread that calls
+// collect_between every `seconds`, with the harakiri time `harakiri_left_s` returns (nullptr: not
+// armed). Once per process; nothing under other policies.
+using HarakiriFn = int64_t (*)();
+void start_between_tick(const std::vector<PyThreadState*>& interps, double seconds, HarakiriFn harakiri_left_s);
 
 }  // namespace cowguard::gc

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "cowguard/options.h"
 #include "cowguard/worker_slot.h"
+
+typedef struct _ts PyThreadState;  // as CPython's pystate.h declares it
 
 namespace cowguard::glue {
 
@@ -51,5 +54,9 @@ void warmup_load_requests();  // init: reads and checks the request files; exits
 // post_app, before the freeze: cowguard-warmup callables (in `main_thread`'s interpreter), the
 // replay of cowguard-warmup-requests and cowguard-warmup-after (in the app's interpreter).
 void warmup_run(void* main_thread, int python_modifier);
+
+// between_glue.cc (cowguard-gc = between)
+void between_after_request(const std::vector<PyThreadState*>& interps);  // worker, after each request
+void between_process_started(const std::vector<PyThreadState*>& interps);  // mule, spooler: starts the tick
 
 }  // namespace cowguard::glue

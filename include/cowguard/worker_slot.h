@@ -19,6 +19,12 @@ struct WorkerSlot {
     std::atomic<uint64_t> collected{0};
     std::atomic<uint64_t> uncollectable{0};
     std::atomic<uint64_t> gc_time_ns{0};
+    std::atomic<uint64_t> gen_time_ns[3]{};          // gc_time_ns per generation
+    // Of those, the collections cowguard ran itself under cowguard-gc = between: after a request
+    // in a worker (the response already sent), on the tick in a mule or spooler. The rest were
+    // started by CPython's thresholds: inside a request, in a worker.
+    std::atomic<uint64_t> after_collections[3]{};
+    std::atomic<uint64_t> after_time_ns[3]{};
     std::atomic<uint64_t> blocked_calls{0};  // guard: gc.enable()/gc.unfreeze()/... refused or reported
     std::atomic<uint64_t> restored{0};       // policy restored after native code changed the GC state
     std::atomic<uint64_t> requests{0};       // requests finished since this process started
@@ -30,6 +36,7 @@ struct WorkerSlot {
     std::atomic<int64_t> uss{0}, pss{0}, shared{0}, swap{0}, minflt{0}, majflt{0};
     std::atomic<int64_t> peak_private{0};
     std::atomic<int64_t> gc_collections_total{0};  // mirror of collections[], for the metric
+    std::atomic<int64_t> gc_in_request_total{0};   // mirror of collections[] - after_collections[], likewise
 
     // Slot 0 only (no process writes it otherwise): a lazy-apps worker whose warmup failed with
     // cowguard-warmup-errors = fatal asks the master to stop the instance, as need-app does.

@@ -121,12 +121,17 @@ END_TEST
 START_TEST(harakiri_close_skips) {
     Decider d{Trigger{}};
     Observation o = counts(5000, 10, 10);
-    o.harakiri_left_s = 1;
-    ck_assert_int_eq(d.decide(o), kNone);
     o.harakiri_left_s = 0;
     ck_assert_int_eq(d.decide(o), kNone);
-    o.harakiri_left_s = 2;
+    o.harakiri_left_s = 1;
     ck_assert_int_eq(d.decide(o), 2);
+    Trigger wide;
+    wide.harakiri_margin_s = 5;
+    Decider careful{wide};
+    o.harakiri_left_s = 4;
+    ck_assert_int_eq(careful.decide(o), kNone);
+    o.harakiri_left_s = 5;
+    ck_assert_int_eq(careful.decide(o), 2);
     o.harakiri_left_s = -1;  // not armed
     ck_assert_int_eq(d.decide(o), 2);
     o.harakiri_left_s = -1000;
