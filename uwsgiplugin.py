@@ -1,6 +1,5 @@
 # Read by `uwsgi --build-plugin /path/to/cowguard`, from any directory. CMake builds the same
 # cowguard_plugin.so from the same sources; see CMakeLists.txt.
-import glob
 import os
 import subprocess
 import sys
@@ -42,8 +41,23 @@ CFLAGS = ['-I' + os.path.join(_here, 'include'), '-Wno-missing-field-initializer
     + _flags('--includes') + _pkg('--cflags')
 LDFLAGS = []
 LIBS = ['-lstdc++'] + _flags('--embed', '--ldflags') + _pkg('--libs')
-# Relative to _here: the builder prefixes each with the directory it was given.
-GCC_LIST = sorted(os.path.relpath(p, _here) for ext in ('*.cc', '*.c')
-                  for p in glob.glob(os.path.join(_here, 'plugin', ext)))
-if not GCC_LIST:
-    raise SystemExit('cowguard uwsgiplugin.py: no sources in %s/plugin' % _here)
+
+
+def _sources():
+    """plugin/sources.txt, the one source list (CMakeLists.txt reads it too), relative to _here:
+    the builder prefixes each with the directory it was given."""
+    listing = os.path.join(_here, 'plugin', 'sources.txt')
+    try:
+        with open(listing) as f:
+            names = [line.strip() for line in f if line.strip() and not line.startswith('#')]
+    except OSError:
+        names = []
+    sources = [os.path.join('plugin', n) for n in names]
+    missing = [s for s in sources if not os.path.isfile(os.path.join(_here, s))]
+    if not sources or missing:
+        raise SystemExit('cowguard uwsgiplugin.py: no sources in %s/plugin (plugin/sources.txt: %s)'
+                         % (_here, 'missing: ' + ', '.join(missing) if missing else 'no list'))
+    return sources
+
+
+GCC_LIST = _sources()

@@ -21,12 +21,12 @@ PARALLEL="${FUZZ_PARALLEL:-$(( NPROC < 2 ? 1 : 2 ))}"
 
 # target -> the pure sources it links
 declare -A SOURCES=(
-  [procfs]="plugin/procfs.cc"
-  [stats_doc]="plugin/stats_doc.cc"
-  [options]="plugin/options.cc"
-  [smaps_vmas]="plugin/smaps_vmas.cc"
-  [prometheus]="plugin/prometheus.cc plugin/stats_doc.cc plugin/stats_server.cc"
-  [warmup_requests]="plugin/warmup_requests.cc"
+  [procfs]="plugin/core/procfs.cc"
+  [stats_doc]="plugin/core/stats_doc.cc"
+  [options]="plugin/core/options.cc"
+  [smaps_vmas]="plugin/core/smaps_vmas.cc"
+  [prometheus]="plugin/core/prometheus.cc plugin/core/stats_doc.cc plugin/core/stats_server.cc"
+  [warmup_requests]="plugin/core/warmup_requests.cc"
 )
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas prometheus warmup_requests)
