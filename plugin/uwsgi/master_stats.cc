@@ -434,7 +434,7 @@ void log_exit_line() {
     if (read_mem(getpid(), m) && m.uss() > peak) peak = m.uss();
     read_stat(getpid(), st);
     log_line("%s %d (pid %d) exiting: %llu requests, peak private %.1f MB, %llu minor faults, %llu major faults, "
-             "gc collections %llu/%llu/%llu (%.1f ms), of which after requests %llu/%llu/%llu (%.1f ms), %llu guarded calls",
+             "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls; of those collections, after requests %llu/%llu/%llu (%.1f ms)",
              kind, id, static_cast<int>(getpid()),
              static_cast<unsigned long long>(s->requests.load(std::memory_order_relaxed)),
              static_cast<double>(peak) / kMB, static_cast<unsigned long long>(st.minflt),
@@ -443,13 +443,13 @@ void log_exit_line() {
              static_cast<unsigned long long>(s->collections[1].load(std::memory_order_relaxed)),
              static_cast<unsigned long long>(s->collections[2].load(std::memory_order_relaxed)),
              static_cast<double>(s->gc_time_ns.load(std::memory_order_relaxed)) / 1e6,
+             static_cast<unsigned long long>(s->blocked_calls.load(std::memory_order_relaxed)),
              static_cast<unsigned long long>(s->after_collections[0].load(std::memory_order_relaxed)),
              static_cast<unsigned long long>(s->after_collections[1].load(std::memory_order_relaxed)),
              static_cast<unsigned long long>(s->after_collections[2].load(std::memory_order_relaxed)),
              static_cast<double>(s->after_time_ns[0].load(std::memory_order_relaxed) +
                                  s->after_time_ns[1].load(std::memory_order_relaxed) +
-                                 s->after_time_ns[2].load(std::memory_order_relaxed)) / 1e6,
-             static_cast<unsigned long long>(s->blocked_calls.load(std::memory_order_relaxed)));
+                                 s->after_time_ns[2].load(std::memory_order_relaxed)) / 1e6);
 }
 
 }  // namespace cowguard::glue

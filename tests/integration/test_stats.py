@@ -41,9 +41,10 @@ UWSGITOP_TOP = ["version", "listen_queue", "cwd", "uid", "gid", "pid", "workers"
 COWGUARD_WORKER_KEYS = {"shared", "private", "swap", "minflt", "majflt", "minflt_per_request", "peak_private",
                         "recycles", "gc"}
 GC_KEYS = {"enabled", "thresholds", "frozen", "collections", "collected", "uncollectable", "time_ms",
-           "blocked_calls", "restored"}
+           "blocked_calls", "restored", "in_request", "after_request"}
 WORKER_METRICS = ["uss_size", "pss_size", "shared_size", "swap_size", "minor_faults", "major_faults",
-                  "peak_uss_size", "gc_collections", "gc_blocked_calls", "cowguard_recycles"]
+                  "peak_uss_size", "gc_collections", "gc_blocked_calls", "cowguard_recycles",
+                  "gc_in_request_collections"]
 
 
 # ---- helpers -------------------------------------------------------------------------------------
