@@ -269,6 +269,7 @@ DUPLICATES = {
     "cowguard-immortalize": ("true", "false", "false"),
     "cowguard-fill-holes": ("false", "true", "true"),
     "cowguard-gc": ("off", "700, 10,10", "700,10,10"),
+    "cowguard-gc-between": ("100", "2000, 5", "2000,5,10"),
     "cowguard-guard": ("warn", "allow", "allow"),
     "cowguard-fast-exit": ("false", "true", "true"),
     "cowguard-stats": ("false", "true", "true"),
