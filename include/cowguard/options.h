@@ -55,7 +55,7 @@ struct Settings {
     bool collect_before_freeze = true;
     Toggle immortalize = Toggle::Auto;  // auto: on where the Python has immortal objects
     Toggle fill_holes = Toggle::Auto;   // auto: on unless lazy-apps
-    GcPolicy gc = GcPolicy::Young;
+    GcPolicy gc = GcPolicy::Between;  // measured to win over young (README, "Why between")
     GcThresholds thresholds = kYoungThresholds;  // effective thresholds for Young/Between/Thresholds
     GcThresholds between = kBetweenAfterRequest; // cowguard-gc-between: after-request thresholds (all three set)
     GuardMode guard = GuardMode::Block;

@@ -198,8 +198,10 @@ def assert_works(r):
 def extra_values(option):
     """Boundary values worth a run besides the four bad kinds, per documented type."""
     accepts = OPTIONS[option]
-    if accepts.startswith("young, off"):
-        return ["1000000000", "1000000001", "700,10,10", " 700 , 10 ", "1,2,3,4", "young,1", "OFF"]
+    if accepts.startswith("young, between, off"):
+        return ["1000000000", "1000000001", "700,10,10", " 700 , 10 ", "1,2,3,4", "young,1", "OFF", " Between "]
+    if accepts.startswith("T0[,T1[,T2]] (integers"):
+        return ["0", "1000000000", "1000000001", " 700 , 10 ", "1,2,3,4", "between", "700,"]
     if accepts.startswith("seconds"):
         return ["3600", "3600.1", "0.1", "0.09", "1e1", ".5"]
     if accepts.startswith("megabytes"):

@@ -253,7 +253,7 @@ def test_fields_exist_with_sane_values(uwsgi):
     assert sorted(top["options"]) == option_names()
     assert all(isinstance(v, str) for v in top["options"].values())
     assert top["options"]["cowguard-stats-interval"] == INTERVAL
-    assert top["options"]["cowguard-gc"] == "young"
+    assert top["options"]["cowguard-gc"] == "between"
     assert top["options"]["cowguard-guard"] == "block"
     assert top["options"]["cowguard-reload-on-uss"] == "0"
     m = re.search(r"\[cowguard\] master: froze (\d+) objects in ([\d.]+) ms", u.log())

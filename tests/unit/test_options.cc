@@ -35,8 +35,9 @@ START_TEST(defaults) {
     ck_assert(!r.error);
     ck_assert(r.notes.empty());
     ck_assert(s.enabled && s.freeze && s.collect_before_freeze && s.fast_exit && s.stats && !s.trim);
-    ck_assert(s.gc == GcPolicy::Young);
-    ck_assert_int_eq(s.thresholds.t0, kYoungThresholds.t0);
+    ck_assert(s.gc == GcPolicy::Between);
+    ck_assert_int_eq(s.thresholds.t0, kYoungThresholds.t0);  // inside requests
+    ck_assert_int_eq(s.between.t0, kBetweenAfterRequest.t0);
     ck_assert(s.guard == GuardMode::Block);
     ck_assert(s.warmup_errors == WarmupErrors::Fatal);
     ck_assert(s.immortalize == Toggle::Auto && s.fill_holes == Toggle::Auto);
