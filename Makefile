@@ -38,8 +38,12 @@ deps:
 deps-bench: deps
 	$(call install_missing,$(BENCH_PKGS))
 
+# Warnings are errors under `make test` (and so in CI): WERROR=ON there, OFF for a plain build.
+WERROR ?= OFF
+test: WERROR = ON
+
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOWGUARD_WERROR=$(WERROR) >/dev/null
 	@cmake --build $(BUILD) -j2
 
 # The other supported build: uWSGI's own plugin builder, writing cowguard_plugin.so into the current
@@ -96,7 +100,7 @@ FUZZ_SECONDS ?= 30
 # The unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, unforked (CK_FORK=no) so
 # LeakSanitizer sees every test's memory; then uWSGI with the sanitized plugin (tests/sanitize/).
 test-sanitize: deps
-	@cmake -S . -B $(SAN_BUILD) -DCOWGUARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake -S . -B $(SAN_BUILD) -DCOWGUARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOWGUARD_WERROR=$(WERROR) >/dev/null
 	@cmake --build $(SAN_BUILD) -j2
 	cd $(SAN_BUILD) && CK_FORK=no ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure

@@ -1,8 +1,11 @@
 # Read by `uwsgi --build-plugin /path/to/cowguard`, from any directory. CMake builds the same
 # cowguard_plugin.so from the same sources; see CMakeLists.txt.
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 NAME = 'cowguard'
 
@@ -34,18 +37,19 @@ def _pkg(*args):
     return subprocess.check_output(['pkg-config'] + list(args) + ['jansson']).decode().split()
 
 
-# No -std= here: the builder compiles every file with one gcc command, and a C++ standard would be
-# given to frozen_walk.c too. GCC's C++ default (gnu++17 since GCC 11) is enough;
-# include/cowguard/options.h stops the build with a clear error on an older compiler.
-CFLAGS = ['-I' + os.path.join(_here, 'include'), '-Wno-missing-field-initializers'] \
-    + _flags('--includes') + _pkg('--cflags')
+# The builder compiles every file of GCC_LIST with one gcc command and one set of flags, so
+# GCC_LIST holds only the C++ files (with C++17 and cowguard's warnings, as CMake gives them);
+# the C files (CPython's internal headers: C11, PEP 7) are compiled here, into a static archive the
+# builder links (an absolute path ending in .a is passed to gcc as it is).
+WARNINGS = ['-Wall', '-Wextra', '-Wno-missing-field-initializers', '-Wunused-parameter']
+INCLUDES = ['-I' + os.path.join(_here, 'include')] + _flags('--includes')
+CFLAGS = ['-std=gnu++17'] + WARNINGS + INCLUDES + _pkg('--cflags')
 LDFLAGS = []
 LIBS = ['-lstdc++'] + _flags('--embed', '--ldflags') + _pkg('--libs')
 
 
 def _sources():
-    """plugin/sources.txt, the one source list (CMakeLists.txt reads it too), relative to _here:
-    the builder prefixes each with the directory it was given."""
+    """plugin/sources.txt, the one source list (CMakeLists.txt reads it too), relative to _here."""
     listing = os.path.join(_here, 'plugin', 'sources.txt')
     try:
         with open(listing) as f:
@@ -60,4 +64,27 @@ def _sources():
     return sources
 
 
-GCC_LIST = _sources()
+def _c_archive(c_sources):
+    """The C files compiled with -std=gnu11 into one archive in a temporary directory (removed when
+    the builder exits, after it has linked the plugin). Each command is printed, as the builder does."""
+    out = tempfile.mkdtemp(prefix='cowguard-c-')
+    atexit.register(shutil.rmtree, out, True)
+    cc = os.environ.get('CC', 'gcc')
+    objects = []
+    for src in c_sources:
+        obj = os.path.join(out, os.path.basename(src)[:-2] + '.o')
+        cmd = [cc, '-std=gnu11', '-O2', '-g', '-fPIC'] + WARNINGS + INCLUDES + ['-c', os.path.join(_here, src),
+                                                                                 '-o', obj]
+        print(' '.join(cmd))
+        if subprocess.call(cmd) != 0:
+            raise SystemExit('cowguard uwsgiplugin.py: cannot compile %s' % src)
+        objects.append(obj)
+    archive = os.path.join(out, 'libcowguard_c.a')
+    subprocess.check_call(['ar', 'rcs', archive] + objects)
+    return archive
+
+
+_all = _sources()
+# Relative to _here: the builder prefixes each with the directory it was given. The archive last,
+# so the C++ objects' references to it are resolved.
+GCC_LIST = [s for s in _all if s.endswith('.cc')] + [_c_archive([s for s in _all if s.endswith('.c')])]

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,7 @@ struct Report {
     Counts frozen;
     std::vector<std::pair<std::string, Counts>> by_type;    // sorted by private bytes, descending
     std::vector<std::pair<std::string, Counts>> by_module;  // functions and classes
-    std::string error;  // non-empty: the report could not be made (why)
+    std::optional<std::string> error;  // the report could not be made: why
 };
 
 // GIL held, in the interpreter to report on (the main one).
@@ -38,7 +39,11 @@ std::string summary(const Report& r, size_t top);
 // The report as a Python dict (for cowguard.cow_report()).
 PyObject* build_dict();
 // Writes DIR/cow-<worker>-<pid>.json, mode 0600, never through a symlink and never over an
-// existing file. Returns the path, or "" on failure (errno-style reason in *why).
-std::string write_file(const std::string& dir, int worker_id, const Report& r, std::string* why);
+// existing file (an earlier report of this pid is replaced through a fresh file).
+struct WriteResult {
+    std::string path;
+    std::optional<std::string> error;  // errno-style reason: nothing was written
+};
+WriteResult write_file(const std::string& dir, int worker_id, const Report& r);
 
 }  // namespace cowguard::cow_report

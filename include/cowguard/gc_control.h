@@ -6,12 +6,16 @@
 #include <Python.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "cowguard/gc_between.h"
-#include "cowguard/options.h"
-#include "cowguard/worker_slot.h"
+
+namespace cowguard {
+struct Context;
+}
 
 namespace cowguard::gc {
 
@@ -44,59 +48,67 @@ private:
     bool swapped_ = false;
 };
 
-// Where log lines go (the glue routes them to uwsgi_log with the [cowguard] prefix).
-using LogFn = void (*)(const char* fmt, ...);
-void set_logger(LogFn fn);
-
-// The settings every function below reads; set once at startup.
-void configure(const Settings* settings);
-
-// The slot this process writes its GC figures into (nullptr: none, e.g. the master).
-void set_slot(WorkerSlot* slot);
-
-// Right after Py_Initialize: disables the GC in the main interpreter, installs the guard there
-// and an audit hook that disables the GC in each sub-interpreter on its first import.
-void on_interpreter_ready();
-
 struct FreezeResult {
     uint64_t frozen = 0;        // objects in the permanent generation, all interpreters
     double ms = 0;              // collection + freeze time
-    int interpreters = 0;
+    int interpreters = 0;       // 0: no freeze in this process's history
     uint64_t collected = 0;     // objects freed by the collection before the freeze
 };
 
-// The main interpreter's thread state, as captured by on_interpreter_ready().
-PyThreadState* main_thread();
+// What this file keeps for the process (it lives in the Context, as ctx.gc).
+struct ProcessState {
+    bool loading = true;  // until the freeze: each new interpreter gets its GC off on its first import
+    std::unordered_set<PyInterpreterState*> seen;            // interpreters whose GC was switched off
+    std::unordered_set<PyInterpreterState*> guarded;         // guard installed
+    std::unordered_set<PyInterpreterState*> policy_applied;  // worker policy applied (this process)
+    std::unordered_set<std::string> logged_sites;            // guard: one log line per call site
+    bool logged_native_reenable = false;
+    uint64_t collection_start_ns = 0;
+    // cowguard-gc = between: the decision (made in apply_worker_policy), whether the collection
+    // now running is cowguard's own (set and read with the GIL held, by the thread that collects),
+    // and the tick of a mule or spooler.
+    std::optional<between::Decider> between;
+    bool collecting_between = false;
+    bool tick_started = false;
+    double tick_s = 1.0;
+    int64_t (*tick_harakiri_left_s)() = nullptr;
+};
 
-// `interps` below: the interpreters uWSGI made for apps, main first, then each distinct
-// sub-interpreter (the glue reads them from uWSGI's app table).
+// Right after Py_Initialize: records the main interpreter's thread state (ctx.main_thread),
+// disables the GC there, installs the guard and an audit hook that disables the GC in each
+// sub-interpreter on its first import. Binds `ctx` for the callbacks CPython makes without a
+// user pointer (the guard's wrappers, gc.callbacks): it must outlive the interpreter.
+void on_interpreter_ready(Context& ctx);
+
+// ctx.interps below: the interpreters uWSGI made for apps, main first, then each distinct
+// sub-interpreter (the glue reads them from uWSGI's app table). ctx.slot: where this process's
+// figures go (none in the master).
 
 // After every app is loaded: one full collection (optional) and gc.freeze() in every
 // interpreter, the guard installed in each of them; the GC stays disabled here.
-FreezeResult freeze_all(const std::vector<PyThreadState*>& interps);
+FreezeResult freeze_all(Context& ctx);
 
 // In a forked worker, mule or spooler: applies the worker GC policy in every interpreter and
 // starts counting collections into the slot. Idempotent per process. `known_frozen` is the
 // freeze count when the caller knows it (the master's freeze, inherited by the fork), or -1:
 // gc.get_freeze_count() walks the whole permanent generation, which right after a fork maps
 // every shared page of the heap, and uWSGI's signal handlers are not yet in place.
-void apply_worker_policy(const std::vector<PyThreadState*>& interps, int64_t known_frozen);
+void apply_worker_policy(Context& ctx, int64_t known_frozen);
 
 // After a request: if native code switched the GC back on under `cowguard-gc = off`, switch
 // it off again (logged once per process, counted). Does nothing for the other policies.
-void check_after_request(const std::vector<PyThreadState*>& interps);
+void check_after_request(Context& ctx);
 
 // cowguard-gc = between, after a request in a worker (the response is sent): in each interpreter,
 // collects the generation the Decider picks from gc.get_count(), the private memory the master
 // last sampled into the slot, and `harakiri_left_s` (seconds until harakiri fires, < 0: not
 // armed). Counted in the slot as after-request collections. Does nothing under other policies.
 // One thread at a time (the caller makes sure with threads > 1).
-void collect_between(const std::vector<PyThreadState*>& interps, int64_t harakiri_left_s);
+void collect_between(Context& ctx, int64_t harakiri_left_s);
 
 // cowguard-gc = between in a mule or spooler (no requests): starts a Python thread that calls
 // collect_between every `seconds`, with the harakiri time `harakiri_left_s` returns (nullptr: not
 // armed). Once per process; nothing under other policies.
-using HarakiriFn = int64_t (*)();
-void start_between_tick(const std::vector<PyThreadState*>& interps, double seconds, HarakiriFn harakiri_left_s);
+void start_between_tick(Context& ctx, double seconds, int64_t (*harakiri_left_s)());
 
 }  // namespace cowguard::gc

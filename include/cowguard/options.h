@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cowguard {
@@ -129,7 +130,8 @@ const char* toggle_name(Toggle m);
 bool plan_fill_holes(Toggle mode, bool lazy);
 
 // The value as the user wrote it, control characters as \xNN: error and note lines stay on one line.
-std::string printable(const std::string& v);
+// With escape_non_ascii, bytes over 0x7f too (for text that must be ASCII, such as HTTP request lines).
+std::string printable(std::string_view v, bool escape_non_ascii = false);
 
 // Human-readable forms, for the startup line and the stats document.
 std::string describe_policy(GcPolicy policy, const GcThresholds& t);

@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,11 @@ struct Snapshot {
 };
 
 // GC figures as a process wrote them into its slot.
-GcFigures gc_figures_from(const WorkerSlot& slot);
+GcFigures gc_figures_from(const SlotFigures& slot);
+
+// What the slot says about the process f.pid (GC figures, recycles, the peak private memory), when
+// that process writes it: the one reading for the stats document, the exposition and the sampler.
+void add_slot_figures(ProcessFigures& f, const WorkerSlot& slot);
 
 class Sampler {
 public:
@@ -60,6 +65,9 @@ private:
         int pid = 0;
         std::deque<std::pair<uint64_t, uint64_t>> points;
     };
+    // Minor faults per request over the recent window of this slot's process.
+    double faults_per_request(const WorkerSlot* slot, int pid, uint64_t minflt, uint64_t requests);
+
     const Settings& settings_;
     mutable std::mutex mu_;
     Snapshot snap_;

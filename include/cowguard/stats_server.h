@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -23,6 +24,9 @@ struct StatsServerConfig {
     int timeout_s = 4;        // per client, like uWSGI's socket-timeout
     int max_clients = 1024;   // more at once are closed on accept
     int drain_ms = 1000;      // after stop(): how long documents already being sent may take
+    // Where the server says a system call failed ("epoll_ctl(ADD client): No space left on
+    // device"), once per call; null: nowhere. A client that hangs up is not a failure.
+    std::function<void(const std::string&)> log;
 };
 
 // What the Metrics protocol answers to one request head (the request line and headers, up to the
@@ -47,6 +51,10 @@ public:
     using DocumentFn = std::function<std::string()>;
     StatsServer(StatsServerConfig cfg, DocumentFn document) : cfg_(cfg), document_(std::move(document)) {}
 
+    // Sets up the event loop (epoll, the wake-up eventfd, the listening socket watched). False,
+    // with the reason logged, when it cannot: the caller then serves the socket some other way.
+    // run() calls it when the caller has not.
+    bool open();
     // The event loop; returns after stop() or when the listening socket fails (an error other
     // than running out of descriptors or memory, which only pauses accepting).
     void run();
@@ -61,11 +69,13 @@ public:
     unsigned long timed_out() const { return timed_out_.load(); }
 
 private:
+    struct Loop;  // the event loop's state, in stats_server.cc
     StatsServerConfig cfg_;
     DocumentFn document_;
     std::atomic<int> wake_fd_{-1};
     std::atomic<bool> stopping_{false};
     std::atomic<unsigned long> served_{0}, timed_out_{0};
+    std::shared_ptr<Loop> loop_;  // set by open(), released when run() returns
 };
 
 }  // namespace cowguard

@@ -39,12 +39,35 @@ bool parse_uint(const std::string& s, unsigned long long max, unsigned long long
     return true;
 }
 
+// An integer from 1 to `max` (written as parse_uint takes it, spaces around allowed).
+bool parse_int_from_1(const std::string& v, unsigned long long max, int& out) {
+    unsigned long long x;
+    if (!parse_uint(trim(v), max, x) || x < 1) return false;
+    out = static_cast<int>(x);
+    return true;
+}
+
+// module:callable (see parse_warmup), appended to `list` as written, spaces around removed.
+bool add_warmup(const std::string& v, std::vector<std::string>& list) {
+    if (!parse_warmup(v)) return false;
+    list.push_back(trim(v));
+    return true;
+}
+
+// A file or directory path: not empty, no NUL byte; kept as written, spaces around removed.
+bool parse_path(const std::string& v, std::string& out) {
+    std::string t = trim(v);
+    if (t.empty() || t.find('\0') != std::string::npos) return false;
+    out = t;
+    return true;
+}
+
 }  // namespace
 
-std::string printable(const std::string& v) {
+std::string printable(std::string_view v, bool escape_non_ascii) {
     std::string out;
     for (unsigned char c : v) {
-        if (c < 0x20 || c == 0x7f) {
+        if (c < 0x20 || c == 0x7f || (escape_non_ascii && c > 0x7f)) {
             char buf[8];
             snprintf(buf, sizeof(buf), "\\x%02x", c);
             out += buf;
@@ -139,11 +162,7 @@ const std::vector<OptionSpec>& specs() {
         {"cowguard-evil-reload-on-pss", "megabytes, an integer from 1 (0 turns it off)", false,
          [](const std::string& v, Settings& o) { return parse_megabytes(v, o.evil_reload_on_pss_mb); }},
         {"cowguard-warmup", "module:callable (a dotted module path, a colon, a callable name)", true,
-         [](const std::string& v, Settings& o) {
-             if (!parse_warmup(v)) return false;
-             o.warmup.push_back(trim(v));
-             return true;
-         }},
+         [](const std::string& v, Settings& o) { return add_warmup(v, o.warmup); }},
         {"cowguard-warmup-errors", "fatal or log", false,
          [](const std::string& v, Settings& o) {
              std::string l = lower(trim(v));
@@ -154,42 +173,23 @@ const std::vector<OptionSpec>& specs() {
          }},
         {"cowguard-warmup-requests", "a request file path (absolute, or relative to uWSGI's working directory)", true,
          [](const std::string& v, Settings& o) {
-             std::string t = trim(v);
-             if (t.empty() || t.find('\0') != std::string::npos) return false;
-             o.warmup_requests.push_back(t);
+             std::string path;
+             if (!parse_path(v, path)) return false;
+             o.warmup_requests.push_back(path);
              return true;
          }},
         {"cowguard-warmup-rounds", "an integer from 1 to 1000", false,
-         [](const std::string& v, Settings& o) {
-             unsigned long long x;
-             if (!parse_uint(trim(v), 1000, x) || x < 1) return false;
-             o.warmup_rounds = static_cast<int>(x);
-             return true;
-         }},
+         [](const std::string& v, Settings& o) { return parse_int_from_1(v, 1000, o.warmup_rounds); }},
         {"cowguard-warmup-after", "module:callable (a dotted module path, a colon, a callable name)", true,
-         [](const std::string& v, Settings& o) {
-             if (!parse_warmup(v)) return false;
-             o.warmup_after.push_back(trim(v));
-             return true;
-         }},
+         [](const std::string& v, Settings& o) { return add_warmup(v, o.warmup_after); }},
         {"cowguard-warmup-dry-run", "true or false", false,
          [](const std::string& v, Settings& o) { return parse_bool(v, o.warmup_dry_run); }},
         {"cowguard-trim", "true or false", false,
          [](const std::string& v, Settings& o) { return parse_bool(v, o.trim); }},
         {"cowguard-cow-report", "a directory path (absolute, or relative to uWSGI's working directory)", false,
-         [](const std::string& v, Settings& o) {
-             std::string t = trim(v);
-             if (t.empty() || t.find('\0') != std::string::npos) return false;
-             o.cow_report_dir = t;
-             return true;
-         }},
+         [](const std::string& v, Settings& o) { return parse_path(v, o.cow_report_dir); }},
         {"cowguard-cow-report-signal", "a uWSGI signal number, an integer from 1 to 255", false,
-         [](const std::string& v, Settings& o) {
-             unsigned long long x;
-             if (!parse_uint(trim(v), 255, x) || x < 1) return false;
-             o.cow_report_signal = static_cast<int>(x);
-             return true;
-         }},
+         [](const std::string& v, Settings& o) { return parse_int_from_1(v, 255, o.cow_report_signal); }},
         {"cowguard-prometheus",
          "host:port (TCP, port 1 to 65535, an empty host is every interface) or a unix socket path (no colon, "
          "at most 107 bytes)",

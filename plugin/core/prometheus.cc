@@ -105,6 +105,26 @@ ProcessFamily gc(const char* name, const char* type, const char* help, F value) 
                 if (p.figures.gc_ok) emit(value(p.figures.gc), "");
             }};
 }
+// One sample per GC generation (label generation="0".."2"), from `value(gc, generation)`.
+template <typename F>
+ProcessFamily gc_generations(const char* name, const char* type, const char* help, F value) {
+    return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
+                if (!p.figures.gc_ok) return;
+                for (int g = 0; g < 3; g++) emit(value(p.figures.gc, g), "generation=\"" + std::to_string(g) + "\"");
+            }};
+}
+// One sample per GC generation and phase (labels generation="0".."2", phase="in_request" or
+// "after_request"), from `value(phase figures, generation)`.
+template <typename F>
+ProcessFamily gc_phases(const char* name, const char* type, const char* help, F value) {
+    return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
+                if (!p.figures.gc_ok) return;
+                for (const auto& [phase, figures] : {std::pair<const char*, const GcPhase*>{"in_request", &p.figures.gc.in_request},
+                                                     {"after_request", &p.figures.gc.after_request}})
+                    for (int g = 0; g < 3; g++)
+                        emit(value(*figures, g), "generation=\"" + std::to_string(g) + "\",phase=\"" + phase + "\"");
+            }};
+}
 template <typename F>
 ProcessFamily uwsgi(const char* name, const char* type, const char* help, F value) {
     return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
@@ -147,42 +167,21 @@ const std::vector<ProcessFamily>& process_families() {
          }},
         gc("cowguard_process_gc_enabled", "gauge", "1 when the process's garbage collector is enabled.",
            [](const G& g) { return u64(g.enabled ? 1 : 0); }),
-        {"cowguard_process_gc_threshold", "gauge", "Garbage collector threshold of each generation.",
-         [](const ExposedProcess& p, const Emit& emit) {
-             if (!p.figures.gc_ok) return;
-             for (int g = 0; g < 3; g++)
-                 emit(i64(p.figures.gc.threshold[g]), "generation=\"" + std::to_string(g) + "\"");
-         }},
+        gc_generations("cowguard_process_gc_threshold", "gauge", "Garbage collector threshold of each generation.",
+                       [](const G& g, int gen) { return i64(g.threshold[gen]); }),
         gc("cowguard_process_gc_frozen_objects", "gauge", "Objects in the permanent generation (gc.freeze()).",
            [](const G& g) { return u64(g.frozen); }),
-        {"cowguard_process_gc_collections_total", "counter", "Garbage collections of each generation.",
-         [](const ExposedProcess& p, const Emit& emit) {
-             if (!p.figures.gc_ok) return;
-             for (int g = 0; g < 3; g++)
-                 emit(u64(p.figures.gc.collections[g]), "generation=\"" + std::to_string(g) + "\"");
-         }},
-        {"cowguard_process_gc_phase_collections_total", "counter",
-         "Garbage collections of each generation, by phase: in_request (started by CPython's thresholds; "
-         "in a mule or spooler, anywhere) or after_request (run by cowguard-gc = between once the response is "
-         "sent; in a mule or spooler, on its tick).",
-         [](const ExposedProcess& p, const Emit& emit) {
-             if (!p.figures.gc_ok) return;
-             for (const auto& [name, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &p.figures.gc.in_request},
-                                               {"after_request", &p.figures.gc.after_request}})
-                 for (int g = 0; g < 3; g++)
-                     emit(u64(phase->collections[g]),
-                          "generation=\"" + std::to_string(g) + "\",phase=\"" + name + "\"");
-         }},
-        {"cowguard_process_gc_phase_seconds_total", "counter",
-         "Time spent in garbage collections of each generation, by phase (as cowguard_process_gc_phase_collections_total).",
-         [](const ExposedProcess& p, const Emit& emit) {
-             if (!p.figures.gc_ok) return;
-             for (const auto& [name, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &p.figures.gc.in_request},
-                                               {"after_request", &p.figures.gc.after_request}})
-                 for (int g = 0; g < 3; g++)
-                     emit(dbl(phase->time_ms[g] / 1000.0),
-                          "generation=\"" + std::to_string(g) + "\",phase=\"" + name + "\"");
-         }},
+        gc_generations("cowguard_process_gc_collections_total", "counter", "Garbage collections of each generation.",
+                       [](const G& g, int gen) { return u64(g.collections[gen]); }),
+        gc_phases("cowguard_process_gc_phase_collections_total", "counter",
+                  "Garbage collections of each generation, by phase: in_request (started by CPython's thresholds; "
+                  "in a mule or spooler, anywhere) or after_request (run by cowguard-gc = between once the response "
+                  "is sent; in a mule or spooler, on its tick).",
+                  [](const GcPhase& ph, int gen) { return u64(ph.collections[gen]); }),
+        gc_phases("cowguard_process_gc_phase_seconds_total", "counter",
+                  "Time spent in garbage collections of each generation, by phase (as "
+                  "cowguard_process_gc_phase_collections_total).",
+                  [](const GcPhase& ph, int gen) { return dbl(ph.time_ms[gen] / 1000.0); }),
         gc("cowguard_process_gc_collected_objects_total", "counter", "Objects freed by garbage collections.",
            [](const G& g) { return u64(g.collected); }),
         gc("cowguard_process_gc_uncollectable_objects_total", "counter", "Objects garbage collections found uncollectable.",

@@ -1,6 +1,7 @@
-// Non-blocking stats server (see stats_server.h). One epoll loop; each client is a small state
-// machine: [read request (StatsHttp, Metrics)] -> write answer -> close.
+// Non-blocking stats server (see stats_server.h). One epoll loop (StatsServer::Loop); each client
+// is a small state machine: [Reading its request (StatsHttp, Metrics)] -> Writing the answer -> closed.
 #include "cowguard/stats_server.h"
+#include "cowguard/measure.h"
 
 #include <fcntl.h>
 #include <sys/epoll.h>
@@ -10,26 +11,13 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <ctime>
+#include <cstring>
 #include <map>
+#include <utility>
 
 namespace cowguard {
 
 namespace {
-
-struct Client {
-    std::string in;  // Metrics: the request head read so far
-    std::string out;
-    size_t sent = 0;
-    bool reading = false;
-    int64_t deadline_ms = 0;
-};
-
-int64_t now_ms() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 // accept() errors after which the listening socket still works: retry later.
 bool accept_error_is_transient(int err) {
@@ -38,11 +26,6 @@ bool accept_error_is_transient(int err) {
 }
 
 constexpr int kAcceptPauseMs = 100;  // after running out of descriptors: let some close first
-
-void set_nonblocking(int fd) {
-    int fl = fcntl(fd, F_GETFL, 0);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
 
 constexpr const char kHttpHeaders[] =
     "HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n"
@@ -118,6 +101,266 @@ std::string http_answer(int status, std::string_view content_type, std::string_v
     return out;
 }
 
+// The event loop: the epoll set, the clients, and one function per event. Each client is in one
+// phase: Reading its request (StatsHttp, Metrics) until it has one, then Writing the answer until
+// it is sent; then it is closed. Every system call's failure is handled where it happens and
+// logged once per call (through cfg.log).
+struct StatsServer::Loop {
+    enum class Phase { Reading, Writing };
+    struct Client {
+        Phase phase = Phase::Reading;
+        std::string in;  // Metrics: the request head read so far
+        std::string out;
+        size_t sent = 0;
+        int64_t deadline_ms = 0;
+    };
+
+    StatsServer& server;
+    const StatsServerConfig& cfg;
+    int ep = -1, wake = -1;
+    std::map<int, Client> clients;
+    int64_t accept_paused_until = 0;  // 0: accepting
+    int64_t drain_until = -1;         // set at stop(): no new clients, the documents in flight finish
+    bool listen_failed = false;
+    std::map<std::string, bool> logged;  // system calls whose failure was logged
+
+    explicit Loop(StatsServer& s) : server(s), cfg(s.cfg_) {}
+    ~Loop() {
+        for (auto& [fd, c] : clients) close(fd);
+        if (ep >= 0) close(ep);
+        server.wake_fd_ = -1;  // before closing it: a late stop() must not write into a reused descriptor
+        if (wake >= 0) close(wake);
+    }
+
+    static int64_t now_ms() { return static_cast<int64_t>(mono_ns() / 1000000); }
+
+    void failed(const std::string& call, int err) {
+        if (!cfg.log || logged[call]) return;
+        logged[call] = true;
+        cfg.log(call + ": " + strerror(err));
+    }
+
+    // epoll_ctl with its failure logged; false when it failed.
+    bool watch(int op, int fd, uint32_t events, const char* what) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.fd = fd;
+        if (epoll_ctl(ep, op, fd, &ev) == 0) return true;
+        failed(std::string("epoll_ctl(") + what + ")", errno);
+        return false;
+    }
+
+    bool open() {
+        ep = epoll_create1(EPOLL_CLOEXEC);
+        if (ep < 0) {
+            failed("epoll_create1", errno);
+            return false;
+        }
+        int fl = fcntl(cfg.listen_fd, F_GETFL, 0);
+        if (fl < 0 || fcntl(cfg.listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            failed("fcntl(listening socket, O_NONBLOCK)", errno);
+            return false;
+        }
+        if (!watch(EPOLL_CTL_ADD, cfg.listen_fd, EPOLLIN, "ADD listening socket")) return false;
+        // Without the eventfd, stop() is seen at the next wake-up (at most a second later).
+        wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (wake < 0) failed("eventfd", errno);
+        else if (!watch(EPOLL_CTL_ADD, wake, EPOLLIN, "ADD eventfd")) close(std::exchange(wake, -1));
+        server.wake_fd_ = wake;
+        return true;
+    }
+
+    void drop(int fd) {
+        close(fd);  // also leaves the epoll set: the descriptor is not shared
+        clients.erase(fd);
+    }
+
+    // Running out of descriptors or memory: a queued connection we cannot take yet would wake us at
+    // once, forever, so the listening socket is left out of the set for a moment.
+    void pause_accepting(int err) {
+        failed("accept4", err);
+        if (watch(EPOLL_CTL_MOD, cfg.listen_fd, 0, "MOD listening socket, pause")) accept_paused_until = now_ms() + kAcceptPauseMs;
+    }
+
+    void resume_accepting() {
+        if (!accept_paused_until || now_ms() < accept_paused_until) return;
+        accept_paused_until = 0;
+        if (!watch(EPOLL_CTL_MOD, cfg.listen_fd, EPOLLIN, "MOD listening socket, resume")) listen_failed = true;
+    }
+
+    void accept_all() {
+        for (;;) {
+            int fd = accept4(cfg.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+                if (accept_error_is_transient(errno)) {
+                    pause_accepting(errno);
+                } else {
+                    failed("accept4", errno);
+                    listen_failed = true;  // not a listening socket any more
+                }
+                return;
+            }
+            if (static_cast<int>(clients.size()) >= cfg.max_clients) {
+                close(fd);
+                continue;
+            }
+            if (!watch(EPOLL_CTL_ADD, fd, EPOLLIN, "ADD client")) {
+                close(fd);
+                continue;
+            }
+            Client& c = clients[fd];
+            c.deadline_ms = now_ms() + static_cast<int64_t>(cfg.timeout_s) * 1000;
+            if (cfg.protocol == StatsProtocol::Raw) answer(fd, c);  // Raw: no request to wait for
+        }
+    }
+
+    // Reading: the request (any bytes for StatsHttp, like uWSGI; the whole head for Metrics).
+    void on_readable(int fd, Client& c) {
+        char buf[4096];
+        ssize_t r = recv(fd, buf, sizeof(buf), 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (r <= 0) {
+            drop(fd);  // the client hung up or reset
+            return;
+        }
+        if (cfg.protocol == StatsProtocol::Metrics) {
+            // The whole head first (a request may come in pieces), within kMaxRequestHead.
+            c.in.append(buf, static_cast<size_t>(r));
+            if (head_end(c.in) == std::string::npos && c.in.size() <= kMaxRequestHead) return;
+        }
+        answer(fd, c);
+    }
+
+    std::string metrics_answer(const std::string& head) {
+        size_t end = head_end(head);
+        bool too_long = end == std::string::npos ? head.size() > kMaxRequestHead : end > kMaxRequestHead;
+        MetricsRoute route = too_long ? MetricsRoute{431, false} : metrics_route(head);
+        std::string body;
+        switch (route.status) {
+            case 200: body = server.document_(); break;
+            case 404: body = "not found: cowguard serves GET /metrics here\n"; break;
+            case 405: body = "method not allowed: GET or HEAD /metrics\n"; break;
+            case 431: body = "request head over " + std::to_string(kMaxRequestHead) + " bytes\n"; break;
+            default: body = "bad request: expected GET /metrics HTTP/1.1\n"; break;
+        }
+        const char* text = "text/plain; charset=utf-8";
+        return http_answer(route.status, route.status == 200 ? cfg.content_type : text, body, route.head_only);
+    }
+
+    // Reading -> Writing: builds the answer and sends what the socket takes now (most documents
+    // fit its buffer); the rest when epoll says it is writable.
+    void answer(int fd, Client& c) {
+        c.phase = Phase::Writing;
+        if (cfg.protocol == StatsProtocol::Metrics) {
+            c.out = metrics_answer(c.in);
+            std::string().swap(c.in);
+        } else {
+            c.out = (cfg.protocol == StatsProtocol::StatsHttp ? std::string(kHttpHeaders) : std::string()) +
+                    server.document_();
+        }
+        if (!watch(EPOLL_CTL_MOD, fd, EPOLLOUT, "MOD client, writing")) {
+            drop(fd);
+            return;
+        }
+        on_writable(fd, c);
+    }
+
+    // Writing: as much as the socket takes; closed once all is sent (or the client is gone).
+    void on_writable(int fd, Client& c) {
+        while (c.sent < c.out.size()) {
+            ssize_t n = send(fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+            if (n > 0) {
+                c.sent += static_cast<size_t>(n);
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                return;  // wait for EPOLLOUT
+            } else {
+                drop(fd);  // the client hung up or reset
+                return;
+            }
+        }
+        server.served_++;
+        drop(fd);
+    }
+
+    // stop(): no new clients, those still Reading dropped, those Writing given until drain_until.
+    void begin_drain() {
+        drain_until = now_ms() + cfg.drain_ms;
+        watch(EPOLL_CTL_DEL, cfg.listen_fd, 0, "DEL listening socket");  // paused or not, it is in the set
+        accept_paused_until = 0;
+        for (auto it = clients.begin(); it != clients.end();) {
+            int fd = it->first;
+            bool reading = it->second.phase == Phase::Reading;
+            ++it;
+            if (reading) drop(fd);
+        }
+    }
+
+    // Idle or slow clients lose their place at their deadline.
+    void expire() {
+        int64_t now = now_ms();
+        for (auto it = clients.begin(); it != clients.end();) {
+            int fd = it->first;
+            bool late = it->second.deadline_ms <= now;
+            ++it;
+            if (late) {
+                server.timed_out_++;
+                drop(fd);
+            }
+        }
+    }
+
+    int wait_ms() const {
+        if (drain_until >= 0) return static_cast<int>(std::max<int64_t>(0, drain_until - now_ms()));
+        return accept_paused_until ? kAcceptPauseMs : 1000;
+    }
+
+    void run() {
+        epoll_event events[64];
+        while (!listen_failed) {
+            if (server.stopping_ && drain_until < 0) begin_drain();
+            if (drain_until >= 0 && (clients.empty() || now_ms() >= drain_until)) return;
+            int n = epoll_wait(ep, events, 64, wait_ms());
+            if (n < 0 && errno != EINTR) {
+                failed("epoll_wait", errno);
+                return;
+            }
+            resume_accepting();
+            for (int i = 0; i < n && !listen_failed; i++) {
+                int fd = events[i].data.fd;
+                if (fd == wake) {
+                    uint64_t v;
+                    (void)!read(wake, &v, sizeof(v));  // level-triggered: would wake every loop while draining
+                } else if (fd == cfg.listen_fd) {
+                    if (events[i].events & (EPOLLERR | EPOLLHUP)) listen_failed = true;
+                    else if (drain_until < 0) accept_all();
+                } else if (auto it = clients.find(fd); it != clients.end()) {
+                    if (it->second.phase == Phase::Reading) on_readable(fd, it->second);
+                    else on_writable(fd, it->second);
+                }
+            }
+            expire();
+        }
+        if (cfg.log) cfg.log("the listening socket failed: no more clients are served");
+    }
+};
+
+bool StatsServer::open() {
+    if (loop_) return true;
+    auto loop = std::make_shared<Loop>(*this);
+    if (!loop->open()) return false;
+    loop_ = std::move(loop);
+    return true;
+}
+
+void StatsServer::run() {
+    if (!open()) return;
+    std::shared_ptr<Loop> loop = std::move(loop_);  // closed when run() returns
+    loop->run();
+}
+
 void StatsServer::stop() {
     stopping_ = true;
     int fd = wake_fd_.load();
@@ -125,186 +368,6 @@ void StatsServer::stop() {
         uint64_t one = 1;
         (void)!write(fd, &one, sizeof(one));
     }
-}
-
-void StatsServer::run() {
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0) return;
-    int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    wake_fd_ = wake;
-    set_nonblocking(cfg_.listen_fd);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = cfg_.listen_fd;
-    epoll_ctl(ep, EPOLL_CTL_ADD, cfg_.listen_fd, &ev);
-    if (wake >= 0) {
-        ev.data.fd = wake;
-        epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
-    }
-    std::map<int, Client> clients;
-    int64_t accept_paused_until = 0;  // 0: accepting
-    bool listen_failed = false;
-    auto set_accepting = [&](bool on) {
-        epoll_event l{};
-        l.events = on ? static_cast<uint32_t>(EPOLLIN) : 0u;
-        l.data.fd = cfg_.listen_fd;
-        epoll_ctl(ep, EPOLL_CTL_MOD, cfg_.listen_fd, &l);
-    };
-
-    auto drop = [&](int fd) {
-        epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
-        close(fd);
-        clients.erase(fd);
-    };
-    // Builds the answer and tries to send it at once; most documents fit the socket buffer.
-    auto start_writing = [&](int fd, Client& c) {
-        c.reading = false;
-        if (cfg_.protocol == StatsProtocol::Metrics) {
-            size_t end = head_end(c.in);
-            bool too_long = end == std::string::npos ? c.in.size() > kMaxRequestHead : end > kMaxRequestHead;
-            MetricsRoute route = too_long ? MetricsRoute{431, false} : metrics_route(c.in);
-            std::string body;
-            const char* text = "text/plain; charset=utf-8";
-            switch (route.status) {
-                case 200: body = document_(); break;
-                case 404: body = "not found: cowguard serves GET /metrics here\n"; break;
-                case 405: body = "method not allowed: GET or HEAD /metrics\n"; break;
-                case 431: body = "request head over " + std::to_string(kMaxRequestHead) + " bytes\n"; break;
-                default: body = "bad request: expected GET /metrics HTTP/1.1\n"; break;
-            }
-            c.out = http_answer(route.status, route.status == 200 ? cfg_.content_type : text, body, route.head_only);
-            c.in.clear();
-            c.in.shrink_to_fit();
-        } else {
-            c.out = (cfg_.protocol == StatsProtocol::StatsHttp ? std::string(kHttpHeaders) : std::string()) +
-                    document_();
-        }
-        epoll_event w{};
-        w.events = EPOLLOUT;
-        w.data.fd = fd;
-        epoll_ctl(ep, EPOLL_CTL_MOD, fd, &w);
-    };
-    auto try_write = [&](int fd, Client& c) {
-        while (c.sent < c.out.size()) {
-            ssize_t n = send(fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
-            if (n > 0) {
-                c.sent += static_cast<size_t>(n);
-                continue;
-            }
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // wait for EPOLLOUT
-            if (n < 0 && errno == EINTR) continue;
-            drop(fd);
-            return;
-        }
-        served_++;
-        drop(fd);
-    };
-
-    epoll_event events[64];
-    int64_t drain_until = -1;  // set at stop(): no new clients, the documents in flight finish
-    while (!listen_failed) {
-        if (stopping_ && drain_until < 0) {
-            drain_until = now_ms() + cfg_.drain_ms;
-            epoll_ctl(ep, EPOLL_CTL_DEL, cfg_.listen_fd, nullptr);
-            accept_paused_until = 0;
-            for (auto it = clients.begin(); it != clients.end();) {
-                int fd = it->first;
-                bool reading = it->second.reading;
-                ++it;
-                if (reading) drop(fd);
-            }
-        }
-        if (drain_until >= 0 && (clients.empty() || now_ms() >= drain_until)) break;
-        int wait_ms = drain_until >= 0 ? static_cast<int>(std::max<int64_t>(0, drain_until - now_ms()))
-                                       : accept_paused_until ? kAcceptPauseMs : 1000;
-        int n = epoll_wait(ep, events, 64, wait_ms);
-        if (n < 0 && errno != EINTR) break;
-        if (accept_paused_until && now_ms() >= accept_paused_until) {
-            accept_paused_until = 0;
-            set_accepting(true);
-        }
-        for (int i = 0; i < n; i++) {
-            int fd = events[i].data.fd;
-            if (fd == wake) {
-                uint64_t v;
-                (void)!read(wake, &v, sizeof(v));  // level-triggered: would wake every loop while draining
-                continue;
-            }
-            if (fd == cfg_.listen_fd) {
-                if (events[i].events & (EPOLLERR | EPOLLHUP)) {
-                    listen_failed = true;
-                    break;
-                }
-                for (;;) {
-                    int cfd = accept4(cfg_.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                    if (cfd < 0) {
-                        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-                        if (accept_error_is_transient(errno)) {
-                            // A queued connection we cannot take yet would wake us at once, forever.
-                            accept_paused_until = now_ms() + kAcceptPauseMs;
-                            set_accepting(false);
-                        } else {
-                            listen_failed = true;  // not a listening socket any more
-                        }
-                        break;
-                    }
-                    if (static_cast<int>(clients.size()) >= cfg_.max_clients) {
-                        close(cfd);
-                        continue;
-                    }
-                    Client& c = clients[cfd];
-                    c.deadline_ms = now_ms() + static_cast<int64_t>(cfg_.timeout_s) * 1000;
-                    epoll_event r{};
-                    r.events = EPOLLIN;
-                    r.data.fd = cfd;
-                    epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &r);
-                    if (cfg_.protocol != StatsProtocol::Raw) {
-                        c.reading = true;
-                    } else {
-                        start_writing(cfd, c);
-                        try_write(cfd, clients[cfd]);
-                    }
-                }
-                continue;
-            }
-            auto it = clients.find(fd);
-            if (it == clients.end()) continue;
-            Client& c = it->second;
-            if (c.reading) {
-                char buf[4096];
-                ssize_t r = recv(fd, buf, sizeof(buf), 0);
-                if (r > 0 && cfg_.protocol == StatsProtocol::Metrics) {
-                    // The whole head first (a request may come in pieces), within kMaxRequestHead.
-                    c.in.append(buf, static_cast<size_t>(r));
-                    if (head_end(c.in) == std::string::npos && c.in.size() <= kMaxRequestHead) continue;
-                    start_writing(fd, c);
-                    try_write(fd, clients[fd]);
-                } else if (r > 0) {
-                    // Like uWSGI: any bytes of a request are enough; the document is the only resource.
-                    start_writing(fd, c);
-                    try_write(fd, clients[fd]);
-                } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-                    drop(fd);
-                }
-            } else {
-                try_write(fd, c);
-            }
-        }
-        // Idle or slow clients lose their place at their deadline.
-        int64_t now = now_ms();
-        for (auto it = clients.begin(); it != clients.end();) {
-            int fd = it->first;
-            ++it;
-            if (clients[fd].deadline_ms <= now) {
-                timed_out_++;
-                drop(fd);
-            }
-        }
-    }
-    for (auto& [fd, c] : clients) close(fd);
-    close(ep);
-    wake_fd_ = -1;  // before closing it: a late stop() must not write into a reused descriptor
-    if (wake >= 0) close(wake);
 }
 
 }  // namespace cowguard

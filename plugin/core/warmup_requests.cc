@@ -1,5 +1,6 @@
 // Request files of cowguard-warmup-requests (pure). See include/cowguard/warmup_requests.h.
 #include "cowguard/warmup_requests.h"
+#include "cowguard/options.h"
 
 #include <cctype>
 #include <cstdio>
@@ -17,19 +18,8 @@ bool is_name_char(char c) {
 }
 bool is_visible(char c) { return c > 0x20 && c < 0x7f; }
 
-std::string shown(std::string_view s) {
-    std::string out;
-    for (unsigned char c : s) {
-        if (c < 0x20 || c >= 0x7f) {
-            char buf[8];
-            snprintf(buf, sizeof(buf), "\\x%02x", c);
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
+// The text as written, every control and non-ASCII byte as \xNN (a request line is ASCII).
+std::string shown(std::string_view s) { return printable(s, true); }
 
 // Reads one line's fields; on error returns the message (without the line number).
 class LineParser {

@@ -1,5 +1,6 @@
 // The copy-on-write report (see cow_report.h).
 #include "cowguard/cow_report.h"
+#include "cowguard/measure.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -21,11 +22,6 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
-double now_ms() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
 
 // Reads /proc/self/pagemap a window of pages at a time: the frozen list is mostly in
 // allocation order, so consecutive objects hit the same window; memory stays at 4 KB.
@@ -143,18 +139,13 @@ json_t* counts_json(const Counts& c) {
                      "unknown_objects", (json_int_t)c.unknown_objects);
 }
 
-std::string mb(uint64_t b) {
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%.1f MB", static_cast<double>(b) / (1024.0 * 1024.0));
-    return buf;
-}
 
 }  // namespace
 
 Report build() {
     Report r;
     r.pid = getpid();
-    double t0 = now_ms();
+    double t0 = mono_ms();
     std::string text;
     std::vector<Vma> vmas;
     if (!read_proc_file("/proc/self/smaps", text) || !parse_smaps_vmas(text, vmas)) {
@@ -182,7 +173,7 @@ Report build() {
     r.frozen = st.total;
     r.by_type = ranked(st.by_type, [](PyTypeObject* t) { return std::string(t->tp_name); });
     r.by_module = ranked(st.by_module, [](const std::string& s) { return s; });
-    r.ms = now_ms() - t0;
+    r.ms = mono_ms() - t0;
     return r;
 }
 
@@ -192,7 +183,7 @@ std::string to_json(const Report& r, int worker_id, size_t top) {
     json_object_set_new(doc, "worker", json_integer(worker_id));
     json_object_set_new(doc, "generated_at", json_integer(static_cast<json_int_t>(time(nullptr))));
     json_object_set_new(doc, "duration_ms", json_real(r.ms));
-    if (!r.error.empty()) json_object_set_new(doc, "error", json_string(r.error.c_str()));
+    if (r.error) json_object_set_new(doc, "error", json_string(r.error->c_str()));
     json_t* maps = json_object();
     for (const auto& [kind, sp] : r.mappings)
         json_object_set_new(maps, kind.c_str(), json_pack("{sIsI}", "shared", (json_int_t)sp.first, "private", (json_int_t)sp.second));
@@ -218,15 +209,15 @@ std::string to_json(const Report& r, int worker_id, size_t top) {
 }
 
 std::string summary(const Report& r, size_t top) {
-    if (!r.error.empty()) return "copy-on-write report failed: " + r.error;
+    if (r.error) return "copy-on-write report failed: " + *r.error;
     std::string s = "frozen objects on copied pages: " + std::to_string(r.frozen.private_objects) + " (" +
-                    mb(r.frozen.private_bytes) + ") of " + std::to_string(r.frozen.objects) + " (" + mb(r.frozen.bytes) +
+                    mb_text(r.frozen.private_bytes) + ") of " + std::to_string(r.frozen.objects) + " (" + mb_text(r.frozen.bytes) +
                     "); top types:";
     for (size_t i = 0; i < r.by_type.size() && i < top; i++)
         s += (i ? ", " : " ") + r.by_type[i].first + " " + std::to_string(r.by_type[i].second.private_objects) + " (" +
-             mb(r.by_type[i].second.private_bytes) + ")";
+             mb_text(r.by_type[i].second.private_bytes) + ")";
     auto it = r.mappings.find("python_objects");
-    if (it != r.mappings.end()) s += "; python object mappings " + mb(it->second.second) + " private / " + mb(it->second.first) + " shared";
+    if (it != r.mappings.end()) s += "; python object mappings " + mb_text(it->second.second) + " private / " + mb_text(it->second.first) + " shared";
     s += "; took " + std::to_string(static_cast<int>(r.ms)) + " ms";
     return s;
 }
@@ -241,8 +232,10 @@ PyObject* build_dict() {
     return d;
 }
 
-std::string write_file(const std::string& dir, int worker_id, const Report& r, std::string* why) {
-    std::string path = dir + "/cow-" + std::to_string(worker_id) + "-" + std::to_string(r.pid) + ".json";
+WriteResult write_file(const std::string& dir, int worker_id, const Report& r) {
+    WriteResult out;
+    std::string& path = out.path;
+    path = dir + "/cow-" + std::to_string(worker_id) + "-" + std::to_string(r.pid) + ".json";
     int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0 && errno == EEXIST) {
         // A report of this pid already exists (an earlier trigger): replace it through a fresh file.
@@ -253,24 +246,21 @@ std::string write_file(const std::string& dir, int worker_id, const Report& r, s
             std::string text = to_json(r, worker_id, 50);
             bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
             close(fd);
-            if (ok && rename(tmp.c_str(), path.c_str()) == 0) return path;
+            if (ok && rename(tmp.c_str(), path.c_str()) == 0) return out;
+            out.error = strerror(errno);
             unlink(tmp.c_str());
-            if (why) *why = strerror(errno);
-            return "";
+            return out;
         }
     }
     if (fd < 0) {
-        if (why) *why = strerror(errno);
-        return "";
+        out.error = strerror(errno);
+        return out;
     }
     std::string text = to_json(r, worker_id, 50);
     bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
     close(fd);
-    if (!ok) {
-        if (why) *why = "short write";
-        return "";
-    }
-    return path;
+    if (!ok) out.error = "short write";
+    return out;
 }
 
 }  // namespace cowguard::cow_report

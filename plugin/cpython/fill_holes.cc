@@ -2,6 +2,7 @@
 #include <Python.h>
 
 #include "cowguard/fill_holes.h"
+#include "cowguard/measure.h"
 
 #include <cstdlib>
 #include <ctime>
@@ -16,17 +17,11 @@ namespace {
 // The blocks taken: never freed (a freed block would be a hole again); kept reachable here.
 std::vector<void*> g_held;
 
-double now_ms() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
-
 }  // namespace
 
 Result fill() {
     Result r;
-    double t0 = now_ms();
+    double t0 = mono_ms();
     char* buf = nullptr;
     size_t len = 0;
     FILE* f = open_memstream(&buf, &len);
@@ -61,7 +56,7 @@ Result fill() {
             r.bytes += c.size;
         }
     }
-    r.ms = now_ms() - t0;
+    r.ms = mono_ms() - t0;
     return r;
 }
 

@@ -1,47 +1,25 @@
 // CPython side of cowguard: early disable, freeze, worker policy, guard. See gc_control.h.
 #include "cowguard/gc_control.h"
+#include "cowguard/context.h"
+#include "cowguard/measure.h"
 
 #include <cstring>
-#include <memory>
 #include <ctime>
 #include <mutex>
 #include <string>
-#include <unordered_set>
 
 namespace cowguard::gc {
 
 namespace {
 
-const Settings* g_settings = nullptr;
-LogFn g_log = nullptr;
-WorkerSlot* g_slot = nullptr;
-PyThreadState* g_main_ts = nullptr;
+// The process's context, bound once by on_interpreter_ready(): the guard's wrappers and the gc
+// callback are called by CPython without a user pointer, so they reach it here.
+Context* g_ctx = nullptr;
 
-// Until the freeze, every new interpreter gets its GC switched off on its first import.
-bool g_loading = true;
-std::unordered_set<PyInterpreterState*> g_seen_interps;
-std::unordered_set<PyInterpreterState*> g_guarded_interps;
-std::unordered_set<PyInterpreterState*> g_policy_interps;  // worker policy applied (this process)
-std::unordered_set<std::string> g_logged_sites;           // guard: one log line per call site
-bool g_logged_native_reenable = false;
-uint64_t g_gc_start_ns = 0;
-
-// cowguard-gc = between (this process): the decision, and whether the collection now running is
-// cowguard's own (set and read with the GIL held, by the thread that collects).
-std::unique_ptr<between::Decider> g_between;
-bool g_collecting_between = false;
-std::vector<PyThreadState*> g_tick_interps;  // what the tick of a mule or spooler collects in
-double g_tick_s = 1.0;
-HarakiriFn g_tick_harakiri = nullptr;
+Context& ctx() { return *g_ctx; }
 
 #define LOG(...) \
-    do { if (g_log) g_log(__VA_ARGS__); } while (0)
-
-uint64_t now_ns() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO: no system call
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
+    do { if (g_ctx && g_ctx->log) g_ctx->log(__VA_ARGS__); } while (0)
 
 // Runs fn in the interpreter of ts (GIL held); see InterpreterScope.
 template <typename Fn>
@@ -74,10 +52,10 @@ void set_threshold(const GcThresholds& t) {
 }
 
 void record_thresholds() {
-    if (!g_slot) return;
+    if (!ctx().slot) return;
     PyObject* t = call_gc("get_threshold");
     if (t && PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 3)
-        for (int i = 0; i < 3; i++) g_slot->threshold[i].store(PyLong_AsLong(PyTuple_GET_ITEM(t, i)), std::memory_order_relaxed);
+        for (int i = 0; i < 3; i++) ctx().slot->figures.threshold[i].store(PyLong_AsLong(PyTuple_GET_ITEM(t, i)));
     Py_XDECREF(t);
     PyErr_Clear();
 }
@@ -105,12 +83,13 @@ std::string caller_site() {
 
 // Counts the call, logs it once per call site, and says whether to let it through.
 bool guard_allows(const char* what) {
-    bool block = g_settings->guard == GuardMode::Block;
-    if (g_slot) g_slot->blocked_calls.fetch_add(1, std::memory_order_relaxed);
+    const Settings& settings = ctx().settings;
+    bool block = settings.guard == GuardMode::Block;
+    if (ctx().slot) ctx().slot->figures.blocked_calls.fetch_add(1);
     std::string site = caller_site();
-    if (g_logged_sites.insert(std::string(what) + "@" + site).second)
+    if (ctx().gc.logged_sites.insert(std::string(what) + "@" + site).second)
         LOG("%s gc.%s() called from %s (pid %d; cowguard-guard = %s; logged once per call site)",
-            block ? "blocked" : "allowed", what, site.c_str(), static_cast<int>(getpid()), guard_name(g_settings->guard));
+            block ? "blocked" : "allowed", what, site.c_str(), static_cast<int>(getpid()), guard_name(settings.guard));
     return !block;
 }
 
@@ -123,7 +102,7 @@ PyObject* guarded_call(PyObject* orig, PyObject* args, PyObject* kwargs, const c
 PyObject* guarded_enable(PyObject* self, PyObject* args, PyObject* kw) { return guarded_call(self, args, kw, "enable"); }
 PyObject* guarded_unfreeze(PyObject* self, PyObject* args, PyObject* kw) { return guarded_call(self, args, kw, "unfreeze"); }
 PyObject* guarded_set_threshold(PyObject* self, PyObject* args, PyObject* kw) {
-    if (g_settings->gc != GcPolicy::Off) return PyObject_Call(self, args, kw);
+    if (ctx().settings.gc != GcPolicy::Off) return PyObject_Call(self, args, kw);
     return guarded_call(self, args, kw, "set_threshold");
 }
 
@@ -160,9 +139,9 @@ PyObject* gc_function(const char* name) {
 
 // Replaces gc.enable, gc.unfreeze and gc.set_threshold in the current interpreter's gc module.
 void install_guard_here() {
-    if (g_settings->guard == GuardMode::Allow) return;
+    if (ctx().settings.guard == GuardMode::Allow) return;
     PyInterpreterState* interp = PyInterpreterState_Get();
-    if (!g_guarded_interps.insert(interp).second) return;
+    if (!ctx().gc.guarded.insert(interp).second) return;
     PyObject* mod = PyImport_ImportModule("gc");
     if (!mod) {
         PyErr_Print();
@@ -184,12 +163,13 @@ void install_guard_here() {
 
 // ---- sub-interpreters: GC off from their first import --------------------------------------
 
-int audit_hook(const char* event, PyObject*, void*) {
+int audit_hook(const char* event, PyObject*, void* user_data) {
     // "import" is raised for every module imported for the first time, in the importing
     // interpreter: the earliest point where a new sub-interpreter runs code of its own.
-    if (!g_loading || event[0] != 'i' || std::strcmp(event, "import") != 0) return 0;
+    auto& gc = static_cast<Context*>(user_data)->gc;
+    if (!gc.loading || event[0] != 'i' || std::strcmp(event, "import") != 0) return 0;
     PyInterpreterState* interp = PyInterpreterState_Get();
-    if (g_seen_interps.insert(interp).second) PyGC_Disable();
+    if (gc.seen.insert(interp).second) PyGC_Disable();
     return 0;
 }
 
@@ -198,16 +178,18 @@ int audit_hook(const char* event, PyObject*, void*) {
 PyObject* gc_callback(PyObject*, PyObject* args) {
     const char* phase = nullptr;
     PyObject* info = nullptr;
-    if (!g_slot || !PyArg_ParseTuple(args, "sO", &phase, &info)) {
+    WorkerSlot* slot = ctx().slot;
+    ProcessState& gc = ctx().gc;
+    if (!slot || !PyArg_ParseTuple(args, "sO", &phase, &info)) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
     if (phase[0] == 's' && phase[2] == 'a') {  // "start"
-        g_gc_start_ns = now_ns();
+        gc.collection_start_ns = mono_ns();
         Py_RETURN_NONE;
     }
-    uint64_t elapsed = g_gc_start_ns ? now_ns() - g_gc_start_ns : 0;
-    g_gc_start_ns = 0;
+    uint64_t elapsed = gc.collection_start_ns ? mono_ns() - gc.collection_start_ns : 0;
+    gc.collection_start_ns = 0;
     long gen = -1, collected = 0, uncollectable = 0;
     if (PyDict_Check(info)) {
         PyObject* v;
@@ -216,17 +198,18 @@ PyObject* gc_callback(PyObject*, PyObject* args) {
         if ((v = PyDict_GetItemString(info, "uncollectable"))) uncollectable = PyLong_AsLong(v);
     }
     PyErr_Clear();
+    SlotFigures& f = slot->figures;
     if (gen >= 0 && gen < 3) {
-        g_slot->collections[gen].fetch_add(1, std::memory_order_relaxed);
-        g_slot->gen_time_ns[gen].fetch_add(elapsed, std::memory_order_relaxed);
-        if (g_collecting_between) {
-            g_slot->after_collections[gen].fetch_add(1, std::memory_order_relaxed);
-            g_slot->after_time_ns[gen].fetch_add(elapsed, std::memory_order_relaxed);
+        f.collections[gen].fetch_add(1);
+        f.gen_time_ns[gen].fetch_add(elapsed);
+        if (gc.collecting_between) {
+            f.after_collections[gen].fetch_add(1);
+            f.after_time_ns[gen].fetch_add(elapsed);
         }
     }
-    if (collected > 0) g_slot->collected.fetch_add(static_cast<uint64_t>(collected), std::memory_order_relaxed);
-    if (uncollectable > 0) g_slot->uncollectable.fetch_add(static_cast<uint64_t>(uncollectable), std::memory_order_relaxed);
-    g_slot->gc_time_ns.fetch_add(elapsed, std::memory_order_relaxed);
+    if (collected > 0) f.collected.fetch_add(static_cast<uint64_t>(collected));
+    if (uncollectable > 0) f.uncollectable.fetch_add(static_cast<uint64_t>(uncollectable));
+    f.gc_time_ns.fetch_add(elapsed);
     Py_RETURN_NONE;
 }
 
@@ -256,21 +239,20 @@ bool read_counts(long (&count)[3]) {
     return ok;
 }
 
-int64_t sampled_private() {
-    return g_slot ? g_slot->uss.load(std::memory_order_relaxed) : 0;
-}
+int64_t sampled_private() { return ctx().slot ? ctx().slot->figures.uss.load() : 0; }
 
-// The mule's or spooler's tick: a Python thread (so CPython stops it at finalization like any
-// daemon thread) that sleeps with the GIL released and then asks the same question as a worker
-// does after a request. Takes the GIL only once a tick, like a thread of the app would.
+// The tick of a mule or spooler: a Python thread (so CPython stops it at finalization like any
+// daemon thread) that sleeps with the GIL released, then asks what a worker asks after a
+// request. It takes the GIL once a tick, like a thread of the app would.
 PyObject* tick_loop(PyObject*, PyObject*) {
+    const ProcessState& gc = ctx().gc;
+    auto whole = static_cast<time_t>(gc.tick_s);
+    timespec ts{whole, static_cast<long>((gc.tick_s - static_cast<double>(whole)) * 1e9)};
     for (;;) {
-        timespec ts{static_cast<time_t>(g_tick_s),
-                    static_cast<long>((g_tick_s - static_cast<double>(static_cast<time_t>(g_tick_s))) * 1e9)};
         Py_BEGIN_ALLOW_THREADS
         nanosleep(&ts, nullptr);
         Py_END_ALLOW_THREADS
-        collect_between(g_tick_interps, g_tick_harakiri ? g_tick_harakiri() : -1);
+        collect_between(ctx(), gc.tick_harakiri_left_s ? gc.tick_harakiri_left_s() : -1);
     }
 }
 
@@ -278,46 +260,6 @@ PyMethodDef g_tick_def = {"cowguard_gc_tick", tick_loop, METH_NOARGS,
                           "cowguard-gc = between in a mule or spooler: collects on a timer, as workers do after requests."};
 
 }  // namespace
-
-void collect_between(const std::vector<PyThreadState*>& interps, int64_t harakiri_left_s) {
-    if (!g_between) return;
-    for (PyThreadState* ts : interps) {
-        in_interpreter(ts, [&] {
-            between::Observation now;
-            if (!read_counts(now.count)) return;
-            now.private_bytes = sampled_private();
-            now.harakiri_left_s = harakiri_left_s;
-            int gen = g_between->decide(now);
-            if (gen == between::kNone) return;
-            PyObject* args = Py_BuildValue("(i)", gen);
-            g_collecting_between = true;
-            Py_XDECREF(call_gc("collect", args));
-            g_collecting_between = false;
-            Py_XDECREF(args);
-            PyErr_Clear();
-            g_between->collected(sampled_private());
-        });
-    }
-}
-
-void start_between_tick(const std::vector<PyThreadState*>& interps, double seconds, HarakiriFn harakiri_left_s) {
-    if (!g_between || !g_tick_interps.empty() || interps.empty()) return;
-    g_tick_interps = interps;
-    g_tick_s = seconds;
-    g_tick_harakiri = harakiri_left_s;
-    in_interpreter(interps.front(), [] {
-        PyObject* thread = PyImport_ImportModule("_thread");
-        PyObject* fn = PyCFunction_New(&g_tick_def, nullptr);
-        PyObject* res = thread && fn ? PyObject_CallMethod(thread, "start_new_thread", "(O())", fn) : nullptr;
-        if (!res) {
-            LOG("cowguard-gc = between: could not start the collection tick (pid %d):", static_cast<int>(getpid()));
-            PyErr_Print();
-        }
-        Py_XDECREF(res);
-        Py_XDECREF(fn);
-        Py_XDECREF(thread);
-    });
-}
 
 InterpreterScope::InterpreterScope(PyThreadState* ts) : prev_(PyThreadState_Get()) {
     if (!ts || ts->interp == prev_->interp) return;
@@ -335,27 +277,23 @@ InterpreterScope::~InterpreterScope() {
     }
 }
 
-void set_logger(LogFn fn) { g_log = fn; }
-void configure(const Settings* settings) { g_settings = settings; }
-void set_slot(WorkerSlot* slot) { g_slot = slot; }
-PyThreadState* main_thread() { return g_main_ts; }
-
-void on_interpreter_ready() {
-    g_main_ts = PyThreadState_Get();
-    g_seen_interps.insert(g_main_ts->interp);
-    if (g_settings->freeze) {
+void on_interpreter_ready(Context& context) {
+    g_ctx = &context;
+    context.main_thread = PyThreadState_Get();
+    context.gc.seen.insert(context.main_thread->interp);
+    if (context.settings.freeze) {
         PyGC_Disable();
-        if (PySys_AddAuditHook(audit_hook, nullptr) < 0) PyErr_Print();
+        if (PySys_AddAuditHook(audit_hook, &context) < 0) PyErr_Print();
     }
     install_guard_here();
 }
 
-FreezeResult freeze_all(const std::vector<PyThreadState*>& interps) {
+FreezeResult freeze_all(Context& context) {
     FreezeResult r;
-    uint64_t t0 = now_ns();
-    for (PyThreadState* ts : interps) {
+    uint64_t t0 = mono_ns();
+    for (PyThreadState* ts : context.interps) {
         in_interpreter(ts, [&] {
-            if (g_settings->collect_before_freeze) {
+            if (context.settings.collect_before_freeze) {
                 PyObject* n = call_gc("collect");  // gc.collect() works while the GC is disabled
                 if (n) r.collected += PyLong_AsUnsignedLongLong(n);
                 Py_XDECREF(n);
@@ -368,34 +306,36 @@ FreezeResult freeze_all(const std::vector<PyThreadState*>& interps) {
         });
         r.interpreters++;
     }
-    g_loading = false;
-    r.ms = static_cast<double>(now_ns() - t0) / 1e6;
+    context.gc.loading = false;
+    r.ms = static_cast<double>(mono_ns() - t0) / 1e6;
     return r;
 }
 
-void apply_worker_policy(const std::vector<PyThreadState*>& interps, int64_t known_frozen) {
-    g_loading = false;
-    g_logged_native_reenable = false;
+void apply_worker_policy(Context& context, int64_t known_frozen) {
+    const std::vector<PyThreadState*>& interps = context.interps;
+    const Settings& settings = context.settings;
+    context.gc.loading = false;
+    context.gc.logged_native_reenable = false;
     uint64_t frozen = 0;
     bool enabled = false;
     for (PyThreadState* ts : interps) {
         in_interpreter(ts, [&] {
             PyInterpreterState* interp = PyInterpreterState_Get();
             install_guard_here();
-            if (g_policy_interps.insert(interp).second && g_slot) install_callback_here();
-            if (g_settings->gc == GcPolicy::Off) {
+            if (context.gc.policy_applied.insert(interp).second && context.slot) install_callback_here();
+            if (settings.gc == GcPolicy::Off) {
                 PyGC_Disable();
                 set_threshold(GcThresholds{0, -1, -1});
             } else {
-                set_threshold(g_settings->thresholds);
+                set_threshold(settings.thresholds);
                 PyGC_Enable();
             }
-            if (g_settings->gc == GcPolicy::Between && !g_between) {
+            if (settings.gc == GcPolicy::Between && !context.gc.between) {
                 between::Trigger trigger;
-                trigger.threshold[0] = g_settings->between.t0;
-                trigger.threshold[1] = g_settings->between.t1;
-                trigger.threshold[2] = g_settings->between.t2;
-                g_between = std::make_unique<between::Decider>(trigger);
+                trigger.threshold[0] = settings.between.t0;
+                trigger.threshold[1] = settings.between.t1;
+                trigger.threshold[2] = settings.between.t2;
+                context.gc.between.emplace(trigger);
             }
             if (known_frozen < 0) frozen += freeze_count_here();
             if (ts == interps.front()) {
@@ -405,27 +345,67 @@ void apply_worker_policy(const std::vector<PyThreadState*>& interps, int64_t kno
         });
     }
     if (known_frozen >= 0) frozen = static_cast<uint64_t>(known_frozen);
-    if (g_slot) {
-        g_slot->frozen.store(frozen, std::memory_order_relaxed);
-        g_slot->gc_enabled.store(enabled ? 1 : 0, std::memory_order_relaxed);
+    if (context.slot) {
+        context.slot->figures.frozen.store(frozen);
+        context.slot->figures.gc_enabled.store(enabled ? 1 : 0);
     }
 }
 
-void check_after_request(const std::vector<PyThreadState*>& interps) {
-    if (g_settings->gc != GcPolicy::Off) return;
-    for (PyThreadState* ts : interps) {
+void check_after_request(Context& context) {
+    if (context.settings.gc != GcPolicy::Off) return;
+    for (PyThreadState* ts : context.interps) {
         in_interpreter(ts, [&] {
             if (!PyGC_IsEnabled()) return;
             PyGC_Disable();
-            if (g_slot) g_slot->restored.fetch_add(1, std::memory_order_relaxed);
-            if (!g_logged_native_reenable) {
-                g_logged_native_reenable = true;
+            if (context.slot) context.slot->figures.restored.fetch_add(1);
+            if (!context.gc.logged_native_reenable) {
+                context.gc.logged_native_reenable = true;
                 LOG("the GC was switched back on without gc.enable() (native code, e.g. PyGC_Enable()); "
                     "switched it off again as cowguard-gc = off asks (pid %d; logged once per process, counted in the stats)",
                     static_cast<int>(getpid()));
             }
         });
     }
+}
+
+void collect_between(Context& context, int64_t harakiri_left_s) {
+    if (!context.gc.between) return;
+    for (PyThreadState* ts : context.interps) {
+        in_interpreter(ts, [&] {
+            between::Observation now;
+            if (!read_counts(now.count)) return;
+            now.private_bytes = sampled_private();
+            now.harakiri_left_s = harakiri_left_s;
+            int gen = context.gc.between->decide(now);
+            if (gen == between::kNone) return;
+            PyObject* args = Py_BuildValue("(i)", gen);
+            context.gc.collecting_between = true;
+            Py_XDECREF(call_gc("collect", args));
+            context.gc.collecting_between = false;
+            Py_XDECREF(args);
+            PyErr_Clear();
+            context.gc.between->collected(sampled_private());
+        });
+    }
+}
+
+void start_between_tick(Context& context, double seconds, int64_t (*harakiri_left_s)()) {
+    if (!context.gc.between || context.gc.tick_started || context.interps.empty()) return;
+    context.gc.tick_started = true;
+    context.gc.tick_s = seconds;
+    context.gc.tick_harakiri_left_s = harakiri_left_s;
+    in_interpreter(context.interps.front(), [] {
+        PyObject* thread = PyImport_ImportModule("_thread");
+        PyObject* fn = PyCFunction_New(&g_tick_def, nullptr);
+        PyObject* res = thread && fn ? PyObject_CallMethod(thread, "start_new_thread", "(O())", fn) : nullptr;
+        if (!res) {
+            LOG("cowguard-gc = between: could not start the collection tick (pid %d):", static_cast<int>(getpid()));
+            PyErr_Print();
+        }
+        Py_XDECREF(res);
+        Py_XDECREF(fn);
+        Py_XDECREF(thread);
+    });
 }
 
 }  // namespace cowguard::gc

@@ -1,6 +1,7 @@
 // Immortalizes the frozen heap. See include/cowguard/immortalize.h; the CPython-internal lines
 // are in immortal.c.
 #include "cowguard/immortalize.h"
+#include "cowguard/measure.h"
 
 #include <algorithm>
 #include <ctime>
@@ -12,12 +13,6 @@
 namespace cowguard::immortal {
 
 namespace {
-
-double now_ms() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
 
 struct Walk {
     std::vector<PyObject*> pending;  // made immortal, referents not walked yet
@@ -87,14 +82,14 @@ Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::ve
     Walk w;
     w.keep_mortal = keep_mortal;
     std::sort(w.keep_mortal.begin(), w.keep_mortal.end());
-    double t0 = now_ms();
+    double t0 = mono_ms();
     if (supported()) {
         for (PyThreadState* ts : interps) {
             gc::InterpreterScope scope(ts);
             cowguard_walk_frozen(visit_frozen, &w);
         }
     }
-    w.r.ms = now_ms() - t0;
+    w.r.ms = mono_ms() - t0;
     return w.r;
 }
 

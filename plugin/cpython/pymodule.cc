@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include "cowguard/context.h"
 #include "cowguard/cow_report.h"
 #include "cowguard/sampler.h"
 #include "cowguard/version.h"
@@ -13,9 +14,8 @@ namespace cowguard::pymodule {
 
 namespace {
 
-const WorkerSlot* g_slot = nullptr;
-uint64_t g_immortal_objects = 0;
-double g_immortalize_ms = 0;
+// Bound by register_module(): stats() is called by Python without a user pointer.
+const Context* g_ctx = nullptr;
 
 // Python so it reads like what a user would write; kept out of any request path: django_warmup
 // (a ready warmup callable), _replay and _after_replay (cowguard-warmup-requests, warmup_glue.cc).
@@ -228,65 +228,57 @@ def _after_replay():
     return True
 )PY";
 
+// Sets d[key] = value and drops the reference (a null value, from a failed allocation, is skipped).
+void put(PyObject* d, const char* key, PyObject* value) {
+    if (!value) return;
+    PyDict_SetItemString(d, key, value);
+    Py_DECREF(value);
+}
+
+PyObject* gc_dict(const GcFigures& g) {
+    PyObject* gc = PyDict_New();
+    if (!gc) return nullptr;
+    put(gc, "enabled", PyBool_FromLong(g.enabled));
+    put(gc, "thresholds", Py_BuildValue("(LLL)", static_cast<long long>(g.threshold[0]),
+                                        static_cast<long long>(g.threshold[1]), static_cast<long long>(g.threshold[2])));
+    put(gc, "frozen", PyLong_FromUnsignedLongLong(g.frozen));
+    put(gc, "collections", Py_BuildValue("(KKK)", static_cast<unsigned long long>(g.collections[0]),
+                                         static_cast<unsigned long long>(g.collections[1]),
+                                         static_cast<unsigned long long>(g.collections[2])));
+    put(gc, "collected", PyLong_FromUnsignedLongLong(g.collected));
+    put(gc, "uncollectable", PyLong_FromUnsignedLongLong(g.uncollectable));
+    put(gc, "time_ms", PyFloat_FromDouble(g.time_ms));
+    put(gc, "blocked_calls", PyLong_FromUnsignedLongLong(g.blocked_calls));
+    put(gc, "restored", PyLong_FromUnsignedLongLong(g.restored));
+    for (const auto& [key, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &g.in_request},
+                                     {"after_request", &g.after_request}})
+        put(gc, key, Py_BuildValue("{s:(KKK),s:(ddd)}", "collections",
+                                   static_cast<unsigned long long>(phase->collections[0]),
+                                   static_cast<unsigned long long>(phase->collections[1]),
+                                   static_cast<unsigned long long>(phase->collections[2]), "time_ms",
+                                   phase->time_ms[0], phase->time_ms[1], phase->time_ms[2]));
+    return gc;
+}
+
 PyObject* py_stats(PyObject*, PyObject*) {
     PyObject* d = PyDict_New();
     if (!d) return nullptr;
-    auto put = [d](const char* k, PyObject* v) {
-        if (v) {
-            PyDict_SetItemString(d, k, v);
-            Py_DECREF(v);
-        }
-    };
-    put("pid", PyLong_FromLong(getpid()));
-    put("version", PyUnicode_FromString(COWGUARD_VERSION));
-    put("immortal_objects", PyLong_FromUnsignedLongLong(g_immortal_objects));
-    put("immortalize_ms", PyFloat_FromDouble(g_immortalize_ms));
-    if (!g_slot) return d;
-    const WorkerSlot& s = *g_slot;
-    auto u = [](const std::atomic<uint64_t>& a) { return PyLong_FromUnsignedLongLong(a.load(std::memory_order_relaxed)); };
-    auto i = [](const std::atomic<int64_t>& a) { return PyLong_FromLongLong(a.load(std::memory_order_relaxed)); };
-    put("requests", u(s.requests));
-    put("uss", i(s.uss));
-    put("pss", i(s.pss));
-    put("shared", i(s.shared));
-    put("swap", i(s.swap));
-    put("minflt", i(s.minflt));
-    put("majflt", i(s.majflt));
-    put("peak_private", i(s.peak_private));
-    put("recycles", u(s.recycles));
-    PyObject* gc = PyDict_New();
-    if (gc) {
-        auto gput = [gc](const char* k, PyObject* v) {
-            if (v) {
-                PyDict_SetItemString(gc, k, v);
-                Py_DECREF(v);
-            }
-        };
-        gput("enabled", PyBool_FromLong(s.gc_enabled.load(std::memory_order_relaxed)));
-        gput("thresholds", Py_BuildValue("(LLL)", static_cast<long long>(s.threshold[0].load()),
-                                         static_cast<long long>(s.threshold[1].load()),
-                                         static_cast<long long>(s.threshold[2].load())));
-        gput("frozen", u(s.frozen));
-        gput("collections", Py_BuildValue("(KKK)", static_cast<unsigned long long>(s.collections[0].load()),
-                                          static_cast<unsigned long long>(s.collections[1].load()),
-                                          static_cast<unsigned long long>(s.collections[2].load())));
-        gput("collected", u(s.collected));
-        gput("uncollectable", u(s.uncollectable));
-        gput("time_ms", PyFloat_FromDouble(static_cast<double>(s.gc_time_ns.load()) / 1e6));
-        gput("blocked_calls", u(s.blocked_calls));
-        gput("restored", u(s.restored));
-        GcFigures f = gc_figures_from(s);
-        for (const auto& [key, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &f.in_request},
-                                         {"after_request", &f.after_request}}) {
-            PyObject* p = Py_BuildValue("{s:(KKK),s:(ddd)}", "collections",
-                                        static_cast<unsigned long long>(phase->collections[0]),
-                                        static_cast<unsigned long long>(phase->collections[1]),
-                                        static_cast<unsigned long long>(phase->collections[2]), "time_ms",
-                                        phase->time_ms[0], phase->time_ms[1], phase->time_ms[2]);
-            gput(key, p);
-        }
-        put("gc", gc);
-    }
+    put(d, "pid", PyLong_FromLong(getpid()));
+    put(d, "version", PyUnicode_FromString(COWGUARD_VERSION));
+    put(d, "immortal_objects", PyLong_FromUnsignedLongLong(g_ctx ? g_ctx->immortal_objects : 0));
+    put(d, "immortalize_ms", PyFloat_FromDouble(g_ctx ? g_ctx->immortalize_ms : 0));
+    if (!g_ctx || !g_ctx->slot) return d;
+    SlotFigures s = g_ctx->slot->figures;  // one read
+    put(d, "requests", PyLong_FromUnsignedLongLong(s.requests.load()));
+    put(d, "uss", PyLong_FromLongLong(s.uss.load()));
+    put(d, "pss", PyLong_FromLongLong(s.pss.load()));
+    put(d, "shared", PyLong_FromLongLong(s.shared.load()));
+    put(d, "swap", PyLong_FromLongLong(s.swap.load()));
+    put(d, "minflt", PyLong_FromLongLong(s.minflt.load()));
+    put(d, "majflt", PyLong_FromLongLong(s.majflt.load()));
+    put(d, "peak_private", PyLong_FromLongLong(s.peak_private.load()));
+    put(d, "recycles", PyLong_FromUnsignedLongLong(g_ctx->slot->recycles.load()));
+    put(d, "gc", gc_dict(gc_figures_from(s)));
     return d;
 }
 
@@ -319,12 +311,9 @@ PyObject* init_module() {
 
 }  // namespace
 
-void register_module() { PyImport_AppendInittab("cowguard", init_module); }
-void set_slot(const WorkerSlot* slot) { g_slot = slot; }
-
-void set_immortalized(uint64_t objects, double ms) {
-    g_immortal_objects = objects;
-    g_immortalize_ms = ms;
+void register_module(const Context& ctx) {
+    g_ctx = &ctx;
+    PyImport_AppendInittab("cowguard", init_module);
 }
 
 }  // namespace cowguard::pymodule

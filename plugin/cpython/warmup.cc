@@ -2,18 +2,13 @@
 #include <Python.h>
 
 #include "cowguard/warmup.h"
+#include "cowguard/measure.h"
 
 #include <ctime>
 
 namespace cowguard::warmup {
 
 namespace {
-
-double now_ms() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
 
 // Imports `module` and calls `callable` (a dotted attribute path) with no arguments.
 bool call_one(const std::string& spec) {
@@ -85,11 +80,11 @@ uint64_t count_of(PyObject* counts, const char* key) {
 
 ReplayResult replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds) {
     ReplayResult r;
-    double t0 = now_ms();
+    double t0 = mono_ms();
     PyObject* fn = helper("_replay");
     PyObject* requests = fn ? request_tuples(files) : nullptr;
     PyObject* counts = requests ? PyObject_CallFunction(fn, "OOiO", app, requests, rounds, base) : nullptr;
-    r.ms = now_ms() - t0;
+    r.ms = mono_ms() - t0;
     if (counts && PyDict_Check(counts)) {
         const char* classes[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
         for (int i = 0; i < 5; i++) r.answers[i] = count_of(counts, classes[i]);
@@ -120,7 +115,7 @@ int close_django_connections() {
 
 Result run(const std::vector<std::string>& callables, bool stop_on_error) {
     Result r;
-    double t0 = now_ms();
+    double t0 = mono_ms();
     for (const std::string& spec : callables) {
         if (call_one(spec)) continue;
         PyErr_Print();  // the traceback goes to uWSGI's log
@@ -128,7 +123,7 @@ Result run(const std::vector<std::string>& callables, bool stop_on_error) {
         r.ok = false;
         if (stop_on_error) break;
     }
-    r.ms = now_ms() - t0;
+    r.ms = mono_ms() - t0;
     return r;
 }
 

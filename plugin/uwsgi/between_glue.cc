@@ -12,10 +12,9 @@ extern "C" {
 }
 
 #include <atomic>
-#include <vector>
 
 #include "cowguard/gc_control.h"
-#include "cowguard/glue_state.h"
+#include "cowguard/glue.h"
 
 extern struct uwsgi_server uwsgi;
 
@@ -52,20 +51,20 @@ constexpr double kTickSeconds = 1.0;  // mules and spoolers: how often they ask
 
 }  // namespace
 
-void between_after_request(const std::vector<PyThreadState*>& interps) {
+void between_after_request(Context& ctx) {
     if (g_one_collector.exchange(true, std::memory_order_acquire)) return;
     {
         gc::GilScope gil;
-        gc::collect_between(interps, worker_harakiri_left());
+        gc::collect_between(ctx, worker_harakiri_left());
     }
     g_one_collector.store(false, std::memory_order_release);
 }
 
-void between_process_started(const std::vector<PyThreadState*>& interps) {
-    if (state().settings.gc != GcPolicy::Between) return;
-    if (uwsgi.muleid == 0 && !uwsgi.i_am_a_spooler) return;  // workers collect after their requests
+void between_process_started(Context& ctx) {
+    if (ctx.settings.gc != GcPolicy::Between) return;
+    if (ctx.process.role != Role::Mule && ctx.process.role != Role::Spooler) return;  // workers: after requests
     gc::GilScope gil;
-    gc::start_between_tick(interps, kTickSeconds, mule_or_spooler_harakiri_left);
+    gc::start_between_tick(ctx, kTickSeconds, mule_or_spooler_harakiri_left);
 }
 
 }  // namespace cowguard::glue

@@ -16,7 +16,7 @@ extern "C" {
 #include <string>
 
 #include "cowguard/cow_report.h"
-#include "cowguard/glue_state.h"
+#include "cowguard/glue.h"
 
 extern struct uwsgi_server uwsgi;
 
@@ -25,16 +25,15 @@ namespace cowguard::glue {
 namespace {
 
 void write_report(const char* why) {
-    const std::string& dir = state().settings.cow_report_dir;
+    const std::string& dir = context().settings.cow_report_dir;
     cow_report::Report r = cow_report::build();
-    std::string err;
-    std::string path = cow_report::write_file(dir, uwsgi.mywid, r, &err);
-    if (path.empty())
+    cow_report::WriteResult written = cow_report::write_file(dir, uwsgi.mywid, r);
+    if (written.error)
         log_line("worker %d (pid %d): cannot write the copy-on-write report into %s: %s", uwsgi.mywid,
-                 static_cast<int>(getpid()), dir.c_str(), err.c_str());
+                 static_cast<int>(getpid()), dir.c_str(), written.error->c_str());
     else
         log_line("worker %d (pid %d) %s: %s -> %s", uwsgi.mywid, static_cast<int>(getpid()), why,
-                 cow_report::summary(r, 5).c_str(), path.c_str());
+                 cow_report::summary(r, 5).c_str(), written.path.c_str());
 }
 
 // Called by the python plugin's signal handler, in the worker, with the GIL held.
@@ -49,29 +48,21 @@ PyMethodDef g_signal_def = {"cowguard_cow_report_signal", on_signal, METH_VARARG
 }  // namespace
 
 void cow_report_check_dir() {
-    const Settings& st = state().settings;
+    const Settings& st = context().settings;
     if (st.cow_report_dir.empty()) return;
+    const std::string where = "cowguard-cow-report: '" + printable(st.cow_report_dir) + "' ";
+    const std::string uid = " (uid " + std::to_string(geteuid()) + ")";
     struct stat sb;
     int rc = lstat(st.cow_report_dir.c_str(), &sb);
-    if (rc != 0 && errno != ENOENT && errno != ENOTDIR) {
-        log_line("cowguard-cow-report: '%s' cannot be reached by this process (uid %d): %s",
-                 st.cow_report_dir.c_str(), static_cast<int>(geteuid()), strerror(errno));
-        exit(1);
-    }
-    if (rc != 0 || !S_ISDIR(sb.st_mode)) {
-        log_line("cowguard-cow-report: '%s' is not a directory (a symlink is refused too); create it first",
-                 st.cow_report_dir.c_str());
-        exit(1);
-    }
-    if (access(st.cow_report_dir.c_str(), W_OK | X_OK) != 0) {
-        log_line("cowguard-cow-report: '%s' is not writable by this process (uid %d); reports could not be written",
-                 st.cow_report_dir.c_str(), static_cast<int>(geteuid()));
-        exit(1);
-    }
+    if (rc != 0 && errno != ENOENT && errno != ENOTDIR)
+        fail(where + "cannot be reached by this process" + uid + ": " + strerror(errno));
+    if (rc != 0 || !S_ISDIR(sb.st_mode)) fail(where + "is not a directory (a symlink is refused too); create it first");
+    if (access(st.cow_report_dir.c_str(), W_OK | X_OK) != 0)
+        fail(where + "is not writable by this process" + uid + "; reports could not be written");
 }
 
-void cow_report_setup_master(int python_modifier) {
-    const Settings& st = state().settings;
+void cow_report_setup_master() {
+    const Settings& st = context().settings;
     if (st.cow_report_dir.empty()) return;
     if (!uwsgi.master_process) {
         log_line("cowguard-cow-report: reports are written at exit; the on-demand signal needs master = true");
@@ -79,10 +70,9 @@ void cow_report_setup_master(int python_modifier) {
     }
     PyObject* handler = PyCFunction_New(&g_signal_def, nullptr);  // kept for the life of the process
     if (!handler || uwsgi_register_signal(static_cast<uint8_t>(st.cow_report_signal), const_cast<char*>("workers"),
-                                          handler, static_cast<uint8_t>(python_modifier))) {
-        log_line("cowguard-cow-report-signal: cannot register uWSGI signal %d (already taken?): pick another one",
-                 st.cow_report_signal);
-        exit(1);
+                                          handler, static_cast<uint8_t>(context().python_modifier))) {
+        fail("cowguard-cow-report-signal: cannot register uWSGI signal " + std::to_string(st.cow_report_signal) +
+             " (already taken?): pick another one");
     }
     std::string trigger = st.cow_report_dir + "/trigger";
     int fd = open(trigger.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -98,7 +88,7 @@ void cow_report_setup_master(int python_modifier) {
 }
 
 void cow_report_at_exit() {
-    if (state().settings.cow_report_dir.empty() || uwsgi.mywid <= 0 || uwsgi.muleid > 0 || uwsgi.i_am_a_spooler) return;
+    if (context().settings.cow_report_dir.empty() || context().process.role != Role::Worker) return;
     if (!Py_IsInitialized()) return;
     PyGILState_STATE g = PyGILState_Ensure();
     write_report("copy-on-write report at exit");

@@ -4,7 +4,7 @@
 //   post_init       master, after Py_Initialize      GC off + guard (gc_control)
 //   cowguard_post_app  after every app is loaded     freeze (master; each worker with lazy-apps)
 //   python post_fork (wrapped)  worker, mule, spooler   worker GC policy, slot
-//   cowguard_after_request      worker, each request    counters; GC state check under gc=off
+//   cowguard_after_request      worker, each request    counters; collection under gc=between, GC state check under gc=off
 //   python atexit (wrapped)     worker, mule, spooler   fast exit
 //   master_cleanup  master, before a reload's exec, at exit   the stats thread finishes its clients
 // uWSGI calls a generic plugin's post_fork only in workers, and after_request only for the
@@ -26,14 +26,13 @@ extern "C" {
 
 #include "cowguard/fast_exit.h"
 #include "cowguard/gc_control.h"
-#include "cowguard/glue_state.h"
+#include "cowguard/glue.h"
 #include "cowguard/options.h"
 #include "cowguard/procfs.h"
 #include "cowguard/pymodule.h"
 #include "cowguard/fill_holes.h"
 #include "cowguard/immortalize.h"
 #include "cowguard/python_version.h"
-#include "cowguard/worker_slot.h"
 
 #include <malloc.h>
 
@@ -41,9 +40,9 @@ extern struct uwsgi_server uwsgi;
 
 namespace cowguard::glue {
 
-State& state() {
-    static State s;
-    return s;
+Context& context() {
+    static Context c;
+    return c;
 }
 
 void log_line(const char* fmt, ...) {
@@ -55,29 +54,19 @@ void log_line(const char* fmt, ...) {
     uwsgi_log("[cowguard] %s\n", buf);
 }
 
-namespace {
-WorkerSlot* slot_at(int idx) {
-    State& s = state();
-    if (!s.slots || idx <= 0 || idx >= s.slot_count) return nullptr;
-    return &s.slots[idx];
+[[noreturn]] void fail(const std::string& line) {
+    uwsgi_log("[cowguard] %s\n", line.c_str());
+    exit(1);
 }
-}  // namespace
 
-WorkerSlot* worker_slot(int wid) { return wid >= 1 && wid <= uwsgi.numproc ? slot_at(wid) : nullptr; }
-WorkerSlot* mule_slot(int muleid) {
-    return muleid >= 1 && muleid <= uwsgi.mules_cnt ? slot_at(uwsgi.numproc + muleid) : nullptr;
-}
-WorkerSlot* spooler_slot(int index) { return index >= 0 ? slot_at(uwsgi.numproc + uwsgi.mules_cnt + 1 + index) : nullptr; }
-
-WorkerSlot* my_slot() {
-    if (uwsgi.muleid > 0) return mule_slot(uwsgi.muleid);
+ProcessId current_process() {
+    int spooler_index = -1;
     if (uwsgi.i_am_a_spooler) {
         int i = 0;
         for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next, i++)
-            if (s == uwsgi.i_am_a_spooler) return spooler_slot(i);
-        return nullptr;
+            if (s == uwsgi.i_am_a_spooler) spooler_index = i;
     }
-    return worker_slot(uwsgi.mywid);
+    return identify(uwsgi.mywid, uwsgi.muleid, spooler_index);
 }
 
 }  // namespace cowguard::glue
@@ -85,29 +74,16 @@ WorkerSlot* my_slot() {
 namespace {
 
 using namespace cowguard;
+using glue::fail;
 using glue::log_line;
-using glue::state;
 
 RawOptions g_raw;
-Settings& g_settings = state().settings;
+Context& g_ctx = glue::context();  // this file's name for the one context
 
 struct uwsgi_plugin* g_python = nullptr;
-int g_python_index = -1;
 void (*g_python_post_fork)(void) = nullptr;
 void (*g_python_atexit)(void) = nullptr;
 int (*g_python_mount_app)(char*, char*) = nullptr;
-
-std::vector<PyThreadState*> g_interps;  // this process's app interpreters, main first
-
-gc::FreezeResult g_freeze;  // the master's freeze (or this worker's, with lazy-apps)
-ImmortalizePlan g_immortalize;  // decided at init
-holes::Result g_holes;           // cowguard-fill-holes in the master
-bool g_fill_holes = false;
-
-[[noreturn]] void fail(const std::string& line) {
-    uwsgi_log("[cowguard] %s\n", line.c_str());
-    exit(1);
-}
 
 bool lazy_mode() { return uwsgi.lazy || uwsgi.lazy_apps; }
 
@@ -138,52 +114,29 @@ std::vector<struct uwsgi_option> g_options_table = make_options_table();
 // ---- the process's interpreters and slot -----------------------------------------------------
 
 void collect_interpreters() {
-    g_interps.clear();
-    PyThreadState* main = gc::main_thread();
-    if (main) g_interps.push_back(main);
-    auto add_from = [](int wid) {
+    std::vector<PyThreadState*>& interps = g_ctx.interps;
+    interps.clear();
+    if (g_ctx.main_thread) interps.push_back(g_ctx.main_thread);
+    auto add_from = [&interps](int wid) {
         struct uwsgi_worker& w = uwsgi.workers[wid];
         for (int i = 0; i < w.apps_cnt; i++) {
             struct uwsgi_app& app = w.apps[i];
-            if (app.modifier1 != g_python_index || !app.interpreter) continue;
+            if (app.modifier1 != g_ctx.python_modifier || !app.interpreter) continue;
             auto* ts = static_cast<PyThreadState*>(app.interpreter);
             bool known = false;
-            for (PyThreadState* t : g_interps) known = known || t == ts || t->interp == ts->interp;
-            if (!known) g_interps.push_back(ts);
+            for (PyThreadState* t : interps) known = known || t == ts || t->interp == ts->interp;
+            if (!known) interps.push_back(ts);
         }
     };
     add_from(0);
     if (uwsgi.mywid > 0) add_from(uwsgi.mywid);
 }
 
-using glue::my_slot;
-
-// A (re)spawned process starts its slot afresh; only `recycles` is kept across respawns. The pid
-// is published last (publish_slot), once the figures are this process's own.
-void start_slot(WorkerSlot* s) {
-    if (!s) return;
-    s->pid.store(0, std::memory_order_release);
-    s->generation.fetch_add(1, std::memory_order_relaxed);
-    s->gc_enabled.store(0, std::memory_order_relaxed);
-    for (auto& t : s->threshold) t.store(0, std::memory_order_relaxed);
-    s->frozen.store(0, std::memory_order_relaxed);
-    for (auto* f : {&s->uss, &s->pss, &s->shared, &s->swap, &s->minflt, &s->majflt, &s->peak_private,
-                    &s->gc_collections_total, &s->gc_in_request_total})
-        f->store(0, std::memory_order_relaxed);
-    for (auto& c : s->collections) c.store(0, std::memory_order_relaxed);
-    for (auto* per_gen : {s->gen_time_ns, s->after_collections, s->after_time_ns})
-        for (int g = 0; g < 3; g++) per_gen[g].store(0, std::memory_order_relaxed);
-    s->collected.store(0, std::memory_order_relaxed);
-    s->uncollectable.store(0, std::memory_order_relaxed);
-    s->gc_time_ns.store(0, std::memory_order_relaxed);
-    s->blocked_calls.store(0, std::memory_order_relaxed);
-    s->restored.store(0, std::memory_order_relaxed);
-    s->requests.store(0, std::memory_order_relaxed);
-    s->recycle_requested.store(0, std::memory_order_relaxed);
-}
-
-void publish_slot(WorkerSlot* s) {
-    if (s) s->pid.store(getpid(), std::memory_order_release);
+// Which process this is and its slot, worked out afresh: at init (the master), after each fork,
+// and once the apps are loaded (a lazy-apps worker, or worker 1 without a master).
+void enter_process() {
+    g_ctx.process = glue::current_process();
+    g_ctx.slot = g_ctx.process.role == Role::Master ? nullptr : g_ctx.slot_of(g_ctx.process);
 }
 
 // ---- hooks -----------------------------------------------------------------------------------
@@ -199,7 +152,7 @@ void find_python_plugin() {
         struct uwsgi_plugin* p = uwsgi.p[i];
         if (p && p->name && strncmp(p->name, "python", 6) == 0) {
             g_python = p;
-            g_python_index = i;
+            g_ctx.python_modifier = i;
             return;
         }
     }
@@ -228,11 +181,6 @@ bool uwsgi_option_on(const char* name) {
     return false;
 }
 
-// Python threads alive in the master's main interpreter at the last count before the fork (the
-// counting thread included), and the process that counted them.
-int g_master_python_threads = 1;
-pid_t g_threads_counted_in = 0;
-
 int count_python_threads() {
     int n = 0;
     for (PyThreadState* t = PyInterpreterState_ThreadHead(PyInterpreterState_Main()); t; t = PyThreadState_Next(t)) n++;
@@ -247,13 +195,13 @@ int count_python_threads() {
 // wait for it for ever, in uWSGI's own code before any plugin runs (uWSGI issues #1149, #1369;
 // stock uWSGI hung in 3 of 3 starts here). cowguard cannot undo that; it says so before the fork.
 void count_threads_before_fork() {
-    g_master_python_threads = count_python_threads();
-    g_threads_counted_in = getpid();
-    if (!uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
+    g_ctx.master_python_threads = count_python_threads();
+    g_ctx.threads_counted_in = getpid();
+    if (!uwsgi.has_threads || g_ctx.master_python_threads <= 1 || uwsgi_option_on("py-call-uwsgi-fork-hooks")) return;
     log_line("%d Python threads run in the master before the fork (started at import) and threads are enabled "
              "without py-call-uwsgi-fork-hooks: a worker forked while one of them holds the GIL waits for it for "
              "ever (uWSGI issues #1149, #1369). Set py-call-uwsgi-fork-hooks = true",
-             g_master_python_threads - 1);
+             g_ctx.master_python_threads - 1);
 }
 
 // Without enable-threads the forking thread holds the GIL, so the worker can repair Python's
@@ -262,8 +210,8 @@ void count_threads_before_fork() {
 // import or its exit), the other threads' states dropped, threading and os.register_at_fork told.
 void reinit_python_after_fork() {
     // Only in a forked process: without a master, worker 1 is the process that counted, threads alive.
-    if (getpid() == g_threads_counted_in) return;
-    if (uwsgi.has_threads || g_master_python_threads <= 1 || uwsgi_option_on("py-call-osafterfork") ||
+    if (getpid() == g_ctx.threads_counted_in) return;
+    if (uwsgi.has_threads || g_ctx.master_python_threads <= 1 || uwsgi_option_on("py-call-osafterfork") ||
         uwsgi_option_on("py-call-uwsgi-fork-hooks"))
         return;
     PyOS_AfterFork_Child();
@@ -275,25 +223,24 @@ int wrapped_python_mount_app(char* mountpoint, char* app);
 void wrapped_python_atexit();
 
 int cowguard_init() {
-    BuildResult r = build_settings(g_raw, g_settings);
+    BuildResult r = build_settings(g_raw, g_ctx.settings);
     if (r.error) fail(*r.error);
     for (const auto& note : r.notes) log_line("%s", note.c_str());
-    if (!g_settings.enabled) {
+    if (!g_ctx.settings.enabled) {
         log_line("cowguard = false: loaded, changing nothing");
         return 0;
     }
     glue::warmup_load_requests();
     find_python_plugin();
     check_python_version();
-    g_immortalize = plan_immortalize(g_settings.immortalize, immortal::supported(),
-                                     std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")), g_settings.freeze,
-                                     lazy_mode());
-    if (g_immortalize.error) fail(*g_immortalize.error);
-    g_fill_holes = plan_fill_holes(g_settings.fill_holes, lazy_mode());
-    pymodule::register_module();  // before Py_Initialize, which the python plugin's init runs next
+    g_ctx.immortalize = plan_immortalize(g_ctx.settings.immortalize, immortal::supported(),
+                                         std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")),
+                                         g_ctx.settings.freeze, lazy_mode());
+    if (g_ctx.immortalize.error) fail(*g_ctx.immortalize.error);
+    g_ctx.fill_holes = plan_fill_holes(g_ctx.settings.fill_holes, lazy_mode());
+    pymodule::register_module(g_ctx);  // before Py_Initialize, which the python plugin's init runs next
 
-    gc::set_logger(glue::log_line);
-    gc::configure(&g_settings);
+    g_ctx.log = glue::log_line;
 
     // Wrap the python plugin's hooks (see the comment at the top of this file).
     g_python_post_fork = g_python->post_fork;
@@ -302,7 +249,7 @@ int cowguard_init() {
         g_python_mount_app = g_python->mount_app;
         g_python->mount_app = wrapped_python_mount_app;
     }
-    if (g_settings.fast_exit) {
+    if (g_ctx.settings.fast_exit) {
         g_python_atexit = g_python->atexit;
         g_python->atexit = wrapped_python_atexit;
     }
@@ -311,28 +258,29 @@ int cowguard_init() {
 
     int spoolers = 0;
     for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next) spoolers++;
-    glue::State& st = state();
-    st.slot_count = 1 + uwsgi.numproc + uwsgi.mules_cnt + 1 + spoolers;
-    void* mem = uwsgi_calloc_shared(sizeof(WorkerSlot) * static_cast<size_t>(st.slot_count));
-    st.slots = static_cast<WorkerSlot*>(mem);
-    for (int i = 0; i < st.slot_count; i++) new (&st.slots[i]) WorkerSlot();
+    g_ctx.layout = SlotLayout{uwsgi.numproc, uwsgi.mules_cnt, spoolers};
+    int slots = g_ctx.layout.count();
+    void* mem = uwsgi_calloc_shared(sizeof(WorkerSlot) * static_cast<size_t>(slots));
+    g_ctx.slots = static_cast<WorkerSlot*>(mem);
+    for (int i = 0; i < slots; i++) new (&g_ctx.slots[i]) WorkerSlot();
+    enter_process();
 
     glue::stats_on_init();
     // uWSGI sizes its metric storage when it sets up metrics, right after the plugins' init:
     // metrics registered any later would have no storage.
     glue::metrics_register();
-    st.active = true;
+    g_ctx.active = true;
     return 0;
 }
 
 void cowguard_post_init() {
-    if (!state().active) return;
+    if (!g_ctx.active) return;
     if (!Py_IsInitialized()) fail("the python plugin did not initialize Python: nothing to guard");
     // Here, not at init: uWSGI has dropped privileges (uid/gid) by now, and no app is loaded yet.
     glue::cow_report_check_dir();
     gc::GilScope gil;
     fast_exit::pin_std_streams();  // before the python plugin replaces them (see fast_exit.h)
-    gc::on_interpreter_ready();
+    gc::on_interpreter_ready(g_ctx);
     if (lazy_mode())
         log_line("lazy-apps: every worker loads its own app, so no app memory is shared; "
                  "cowguard freezes in each worker after its app loads");
@@ -345,7 +293,7 @@ std::vector<PyObject*> uwsgi_reused_objects() {
     struct uwsgi_worker& w = uwsgi.workers[uwsgi.mywid];
     for (int i = 0; i < w.apps_cnt; i++) {
         struct uwsgi_app& app = w.apps[i];
-        if (app.modifier1 != g_python_index) continue;
+        if (app.modifier1 != g_ctx.python_modifier) continue;
         for (int c = 0; c < uwsgi.cores; c++) {
             if (app.args && app.args[c]) out.push_back(static_cast<PyObject*>(app.args[c]));
             if (app.environ && app.environ[c]) out.push_back(static_cast<PyObject*>(app.environ[c]));
@@ -356,40 +304,39 @@ std::vector<PyObject*> uwsgi_reused_objects() {
 
 void log_policy(const char* where) {
     char immortal[160];
-    if (g_immortalize.run)
+    if (g_ctx.immortalize.run)
         snprintf(immortal, sizeof(immortal), "immortalized %llu objects in %.1f ms",
-                 static_cast<unsigned long long>(state().immortal_objects), state().immortalize_ms);
+                 static_cast<unsigned long long>(g_ctx.immortal_objects), g_ctx.immortalize_ms);
     else
-        snprintf(immortal, sizeof(immortal), "immortalize %s", g_immortalize.why.c_str());
+        snprintf(immortal, sizeof(immortal), "immortalize %s", g_ctx.immortalize.why.c_str());
     char holes[160] = "";
-    if (g_fill_holes && g_holes.skipped.empty())
+    if (g_ctx.fill_holes && g_ctx.holes.skipped.empty())
         snprintf(holes, sizeof(holes), ", filled %llu pymalloc holes (%.1f MB) in %.1f ms",
-                 static_cast<unsigned long long>(g_holes.blocks), g_holes.bytes / 1048576.0, g_holes.ms);
-    else if (g_fill_holes)
-        snprintf(holes, sizeof(holes), ", holes not filled: %s", g_holes.skipped.c_str());
+                 static_cast<unsigned long long>(g_ctx.holes.blocks), g_ctx.holes.bytes / 1048576.0, g_ctx.holes.ms);
+    else if (g_ctx.fill_holes)
+        snprintf(holes, sizeof(holes), ", holes not filled: %s", g_ctx.holes.skipped.c_str());
     log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection), %s%s; "
              "workers: gc %s, guard %s, fast exit %s",
-             where, static_cast<unsigned long long>(g_freeze.frozen), g_freeze.ms, g_freeze.interpreters,
-             g_freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_freeze.collected), immortal, holes,
-             describe_gc(g_settings).c_str(), guard_name(g_settings.guard),
-             g_settings.fast_exit ? "on" : "off");
+             where, static_cast<unsigned long long>(g_ctx.freeze.frozen), g_ctx.freeze.ms, g_ctx.freeze.interpreters,
+             g_ctx.freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_ctx.freeze.collected), immortal, holes,
+             describe_gc(g_ctx.settings).c_str(), guard_name(g_ctx.settings.guard),
+             g_ctx.settings.fast_exit ? "on" : "off");
 }
 
 void process_started() {
     glue::stats_after_fork();
-    WorkerSlot* slot = my_slot();
-    start_slot(slot);
-    pymodule::set_slot(slot);
+    enter_process();
+    WorkerSlot* slot = g_ctx.slot;
+    if (slot) slot->start();
     gc::GilScope gil;
-    gc::set_slot(slot);
     collect_interpreters();
     // With lazy-apps the worker's app is not loaded yet: the GC stays off until the freeze.
-    bool worker = uwsgi.mywid > 0 && uwsgi.muleid == 0 && !uwsgi.i_am_a_spooler;
+    bool worker = g_ctx.process.role == Role::Worker;
     // The master's freeze count is this process's too: counting it again would walk the heap.
-    int64_t known = g_freeze.interpreters > 0 ? static_cast<int64_t>(g_freeze.frozen) : -1;
-    if (!(worker && lazy_mode() && g_settings.freeze)) gc::apply_worker_policy(g_interps, known);
-    publish_slot(slot);
-    glue::between_process_started(g_interps);
+    int64_t known = g_ctx.freeze.interpreters > 0 ? static_cast<int64_t>(g_ctx.freeze.frozen) : -1;
+    if (!(worker && lazy_mode() && g_ctx.settings.freeze)) gc::apply_worker_policy(g_ctx, known);
+    if (slot) slot->publish(getpid());
+    glue::between_process_started(g_ctx);
 }
 
 // The python plugin mounts `mount` apps in the master without taking the GIL (it does so only
@@ -403,7 +350,7 @@ int wrapped_python_mount_app(char* mountpoint, char* app) {
 }
 
 void wrapped_python_post_fork() {
-    if (state().active) reinit_python_after_fork();
+    if (g_ctx.active) reinit_python_after_fork();
     if (g_python_post_fork) g_python_post_fork();
     process_started();
 }
@@ -425,10 +372,10 @@ void wrapped_python_atexit() {
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, nullptr);
     PyGILState_Ensure();  // never released: this process ends below
-    if (g_interps.empty()) collect_interpreters();
-    fast_exit::run_python_exit_path(g_interps, uwsgi.skip_atexit, uwsgi.last_exit_code);
+    if (g_ctx.interps.empty()) collect_interpreters();
+    fast_exit::run_python_exit_path(g_ctx.interps, uwsgi.skip_atexit, uwsgi.last_exit_code);
     // uwsgi_plugins_atexit() would call the request plugins after python's: call them here.
-    for (int j = g_python_index + 1; j < 256; j++) {
+    for (int j = g_ctx.python_modifier + 1; j < 256; j++) {
         struct uwsgi_plugin* p = uwsgi.p[j];
         if (p && p != g_python && p->atexit && p->atexit != wrapped_python_atexit) p->atexit();
     }
@@ -442,44 +389,40 @@ extern "C" {
 // Called by uWSGI (call-post-app) once every app is loaded: in the master, or in each worker
 // with lazy-apps.
 void cowguard_post_app(void) {
-    if (!state().active) return;
+    if (!g_ctx.active) return;
     gc::GilScope gil;
     collect_interpreters();
     bool in_worker = uwsgi.mywid > 0;
     // The warmup: with the GC still off, before the freeze.
-    glue::warmup_run(g_interps.front(), g_python_index);
-    if (!g_settings.freeze) return;
-    g_freeze = gc::freeze_all(g_interps);
-    state().frozen_objects = g_freeze.frozen;
-    state().freeze_ms = g_freeze.ms;
-    if (g_immortalize.run) {
-        immortal::Result im = immortal::immortalize_all(g_interps, uwsgi_reused_objects());
-        state().immortal_objects = im.objects;
-        state().immortalize_ms = im.ms;
-        pymodule::set_immortalized(im.objects, im.ms);
+    glue::warmup_run();
+    if (!g_ctx.settings.freeze) return;
+    g_ctx.freeze = gc::freeze_all(g_ctx);
+    if (g_ctx.immortalize.run) {
+        immortal::Result im = immortal::immortalize_all(g_ctx.interps, uwsgi_reused_objects());
+        g_ctx.immortal_objects = im.objects;
+        g_ctx.immortalize_ms = im.ms;
     }
     if (in_worker) {
-        WorkerSlot* slot = my_slot();
-        gc::set_slot(slot);
-        gc::apply_worker_policy(g_interps, static_cast<int64_t>(g_freeze.frozen));
+        enter_process();
+        gc::apply_worker_policy(g_ctx, static_cast<int64_t>(g_ctx.freeze.frozen));
         if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
     } else {
-        if (g_fill_holes) g_holes = holes::fill();  // last before the fork: nothing allocates after it
+        if (g_ctx.fill_holes) g_ctx.holes = holes::fill();  // last before the fork: nothing allocates after it
         // Without a master, this process is worker 1 itself (and forks any other workers).
         log_policy(uwsgi.master_process ? "master" : "no master, before the workers start");
-        if (g_settings.trim) trim_heap();
+        if (g_ctx.settings.trim) trim_heap();
     }
 }
 
 // Called by uWSGI (after-request-hook) after every request, in the worker.
 void cowguard_after_request(struct wsgi_request* wsgi_req) {
-    if (!state().active) return;
-    WorkerSlot* slot = my_slot();
+    if (!g_ctx.active) return;
+    WorkerSlot* slot = g_ctx.slot;
     if (slot) {
-        slot->requests.fetch_add(1, std::memory_order_relaxed);
+        slot->figures.requests.fetch_add(1);
         // The master found this worker over a cowguard-reload-on-uss/pss limit.
-        if (slot->recycle_requested.load(std::memory_order_relaxed)) {
-            slot->recycles.fetch_add(1, std::memory_order_relaxed);
+        if (slot->figures.recycle_requested.load()) {
+            slot->recycles.fetch_add(1);
             log_line("recycling worker %d (pid %d) after its request: over its memory limit (see above)", uwsgi.mywid,
                      static_cast<int>(getpid()));
             // Core marks the request done (and disarms harakiri) only after these hooks, where its
@@ -491,10 +434,10 @@ void cowguard_after_request(struct wsgi_request* wsgi_req) {
             return;
         }
     }
-    if (g_settings.gc == GcPolicy::Between) glue::between_after_request(g_interps);
-    if (g_settings.gc != GcPolicy::Off) return;
+    if (g_ctx.settings.gc == GcPolicy::Between) glue::between_after_request(g_ctx);
+    if (g_ctx.settings.gc != GcPolicy::Off) return;
     gc::GilScope gil;
-    gc::check_after_request(g_interps);
+    gc::check_after_request(g_ctx);
 }
 
 struct uwsgi_plugin cowguard_plugin = {};
@@ -509,19 +452,19 @@ struct PluginTableInit {
         cowguard_plugin.options = g_options_table.data();
         cowguard_plugin.init = cowguard_init;
         cowguard_plugin.post_init = cowguard_post_init;
-        cowguard_plugin.master_cycle = [] { if (state().active) glue::master_cycle(); };
+        cowguard_plugin.master_cycle = [] { if (g_ctx.active) glue::master_cycle(); };
         // uWSGI calls it in the master before a reload closes every descriptor, and at its exit.
-        cowguard_plugin.master_cleanup = [] { if (state().active) glue::stats_cleanup(); };
+        cowguard_plugin.master_cleanup = [] { if (g_ctx.active) glue::stats_cleanup(); };
         // In the master in every mode (lazy-apps included), after the apps it loads and before the fork.
         cowguard_plugin.postinit_apps = [] {
-            if (!state().active || uwsgi.mywid != 0) return;
+            if (!g_ctx.active || uwsgi.mywid != 0) return;
             gc::GilScope gil;
             fast_exit::flush_pinned_streams();  // what threads printed before the streams were replaced
             count_threads_before_fork();
-            glue::cow_report_setup_master(g_python_index);
+            glue::cow_report_setup_master();
         };
         cowguard_plugin.atexit = [] {
-            if (!state().active) return;
+            if (!g_ctx.active) return;
             // Like the python plugin, no exit work for a busy worker (uWSGI's SIGSEGV handler calls
             // exit(), the interpreter may be in any state): only a line that says so.
             if (uwsgi.mywid > 0 && worker_busy_at_exit()) {

@@ -27,7 +27,8 @@ extern "C" {
 #include <thread>
 #include <vector>
 
-#include "cowguard/glue_state.h"
+#include "cowguard/glue.h"
+#include "cowguard/measure.h"
 #include "cowguard/procfs.h"
 #include "cowguard/prometheus.h"
 #include "cowguard/sampler.h"
@@ -39,34 +40,40 @@ extern struct uwsgi_server uwsgi;
 
 namespace cowguard::glue {
 
+// The master's sampler, servers and metrics: allocated at init in the master (context().master),
+// never destroyed: every process the master forks afterwards has a copy, and a joinable
+// std::thread destroyed at a worker's exit() would abort that worker.
+struct MasterStats {
+    std::unique_ptr<Sampler> sampler;  // null: nothing asks for samples (no stats, limits, prometheus)
+    std::unique_ptr<StatsServer> server;
+    std::thread* server_thread = nullptr;
+    bool started = false;
+    std::atomic<int64_t> pss_total{0};      // read in place by uWSGI's metrics
+    std::atomic<int64_t> frozen_metric{0};
+    std::vector<int> evil_killed;  // pids already killed by the evil limits (until they are reaped)
+    // The sampler's effective interval (stretched to stay under 1% of a core).
+    std::atomic<double> effective_interval_s{0};
+    // cowguard-prometheus: bound at init, served from master_cycle on.
+    int prometheus_fd = -1;
+    std::unique_ptr<StatsServer> prometheus;
+    std::thread* prometheus_thread = nullptr;
+    std::string instance_name;
+};
+
 namespace {
 
-std::unique_ptr<Sampler> g_sampler;
-std::unique_ptr<StatsServer> g_server;
-// Never destroyed: every process the master forks afterwards has a copy of it, and a joinable
-// std::thread destroyed at a worker's exit() would abort that worker.
-std::thread* g_server_thread = nullptr;
-bool g_started = false;
-std::atomic<int64_t> g_pss_total{0};
-std::atomic<int64_t> g_frozen_metric{0};
-std::vector<int> g_evil_killed;  // pids already killed by the evil limits (until they are reaped)
-// cowguard-prometheus: bound at init, served from master_cycle on.
-int g_prometheus_fd = -1;
-std::unique_ptr<StatsServer> g_prometheus;
-std::thread* g_prometheus_thread = nullptr;  // never destroyed, as g_server_thread
-std::string g_instance_name;
-
-constexpr double kMB = 1024.0 * 1024.0;
+MasterStats& master() { return *context().master; }
 
 std::vector<ProcessRef> processes() {
+    const Context& ctx = context();
     std::vector<ProcessRef> v;
     for (int i = 1; i <= uwsgi.numproc; i++)
-        v.push_back(ProcessRef{ProcessRef::Kind::Worker, i, uwsgi.workers[i].pid, worker_slot(i)});
+        v.push_back(ProcessRef{ProcessRef::Kind::Worker, i, uwsgi.workers[i].pid, ctx.slot_of({Role::Worker, i})});
     for (int i = 0; i < uwsgi.mules_cnt; i++)
-        v.push_back(ProcessRef{ProcessRef::Kind::Mule, i + 1, uwsgi.mules[i].pid, mule_slot(i + 1)});
+        v.push_back(ProcessRef{ProcessRef::Kind::Mule, i + 1, uwsgi.mules[i].pid, ctx.slot_of({Role::Mule, i + 1})});
     int idx = 0;
     for (struct uwsgi_spooler* s = uwsgi.spoolers; s; s = s->next, idx++)
-        v.push_back(ProcessRef{ProcessRef::Kind::Spooler, idx, s->pid, spooler_slot(idx)});
+        v.push_back(ProcessRef{ProcessRef::Kind::Spooler, idx, s->pid, ctx.slot_of({Role::Spooler, idx})});
     return v;
 }
 
@@ -75,14 +82,15 @@ void act_on_limits(const std::vector<LimitAction>& actions) {
         WorkerSlot* s = a.proc.slot;
         if (a.evil) {
             bool already = false;
-            for (int pid : g_evil_killed) already = already || pid == a.proc.pid;
+            std::vector<int>& killed = master().evil_killed;
+            for (int pid : killed) already = already || pid == a.proc.pid;
             if (already) continue;
-            g_evil_killed.push_back(a.proc.pid);
-            if (g_evil_killed.size() > 256) g_evil_killed.erase(g_evil_killed.begin());
-            if (s) s->recycles.fetch_add(1, std::memory_order_relaxed);
+            killed.push_back(a.proc.pid);
+            if (killed.size() > 256) killed.erase(killed.begin());
+            if (s) s->recycles.fetch_add(1);
             log_line("killing worker %d (pid %d) now: %s", a.proc.id, a.proc.pid, a.reason.c_str());
             kill(a.proc.pid, SIGKILL);
-        } else if (s && !s->recycle_requested.exchange(1)) {
+        } else if (s && !s->figures.recycle_requested.exchange(1)) {
             log_line("worker %d (pid %d) will be recycled after its current request: %s", a.proc.id, a.proc.pid,
                      a.reason.c_str());
         }
@@ -94,18 +102,18 @@ void act_on_limits(const std::vector<LimitAction>& actions) {
 // stretches its interval so that sampling stays under 1% of a core: it aims at 0.75%, as the
 // round's wall time misses the thread's wake-ups and the master's other reads.
 constexpr double kSamplerDuty = 0.0075;
-std::atomic<double> g_effective_interval_s{0};
 
 void sampler_loop() {
-    const Settings& st = state().settings;
+    const Settings& st = context().settings;
+    MasterStats& m = master();
     int master_pid = getpid();
     bool logged_stretch = false;
-    g_effective_interval_s = st.stats_interval_s;
+    m.effective_interval_s = st.stats_interval_s;
     for (;;) {
         std::vector<ProcessRef> procs = processes();
-        act_on_limits(g_sampler->sample(master_pid, procs));
-        Snapshot snap = g_sampler->snapshot();
-        g_pss_total.store(static_cast<int64_t>(snap.pss_total), std::memory_order_relaxed);
+        act_on_limits(m.sampler->sample(master_pid, procs));
+        Snapshot snap = m.sampler->snapshot();
+        m.pss_total.store(static_cast<int64_t>(snap.pss_total), std::memory_order_relaxed);
         if (st.stats) {
             // Live rss/vsz in uWSGI's own worker table: uwsgitop, core's metrics and
             // evil-reload-on-rss then see real values without memory-report.
@@ -119,7 +127,7 @@ void sampler_loop() {
         }
         double round_s = snap.last_round_ms / 1000.0;
         double interval = std::max(st.stats_interval_s, round_s / kSamplerDuty);
-        g_effective_interval_s = interval;
+        m.effective_interval_s = interval;
         if (interval > st.stats_interval_s * 1.5 && !logged_stretch) {
             logged_stretch = true;
             log_line("sampling %zu processes takes %.1f ms: sampling every %.1f s instead of every %.1f s "
@@ -136,24 +144,17 @@ void sampler_loop() {
 
 // What the slot says now about the process `pid` (GC figures are live; memory comes from the
 // sampler's last round): the same reading for the stats document and the exposition.
-void add_slot_figures(ProcessFigures& f, int pid, WorkerSlot* slot) {
+void add_live_figures(ProcessFigures& f, int pid, const WorkerSlot* slot) {
     f.pid = pid;
-    if (!slot || pid <= 0 || slot->pid.load(std::memory_order_relaxed) != pid) return;
-    f.gc_ok = true;
-    f.gc = gc_figures_from(*slot);
-    f.recycles = slot->recycles.load(std::memory_order_relaxed);
-    // The slot's peak is reset at the fork and raised by the sampler: a round may not have
-    // seen this process yet.
-    f.peak_private = std::max(static_cast<uint64_t>(slot->peak_private.load(std::memory_order_relaxed)),
-                              f.mem_ok ? f.uss : 0);
+    if (slot) add_slot_figures(f, *slot);
 }
 
 TopFigures top_figures(const Snapshot& snap) {
-    const State& s = state();
+    const Context& s = context();
     TopFigures top;  // options: only the stats document lists them
     top.version = COWGUARD_VERSION;
-    top.frozen_objects = s.frozen_objects;
-    top.freeze_ms = s.freeze_ms;
+    top.frozen_objects = s.freeze.frozen;
+    top.freeze_ms = s.freeze.ms;
     top.immortal_objects = s.immortal_objects;
     top.immortalize_ms = s.immortalize_ms;
     top.warmup_ms = s.warmup_ms;
@@ -164,7 +165,7 @@ TopFigures top_figures(const Snapshot& snap) {
     top.master_shared = snap.master.shared();
     top.pss_total = snap.pss_total;
     top.shared_fraction_avg = snap.shared_fraction_avg;
-    top.sampler_interval_s = g_effective_interval_s;
+    top.sampler_interval_s = master().effective_interval_s;
     top.sampler_round_ms = snap.last_round_ms;
     top.sampler_rounds = snap.rounds;
     return top;
@@ -182,9 +183,9 @@ const char* worker_status(int wid) {
 // The body of GET /metrics: the sampler's last round, the slots and uWSGI's worker table, read
 // as they are (no /proc, no JSON): a scrape costs a copy of the snapshot and a walk of the slots.
 std::string build_exposition() {
-    Snapshot snap = g_sampler->snapshot();
+    Snapshot snap = master().sampler->snapshot();
     Exposition e;
-    e.instance_name = g_instance_name;
+    e.instance_name = master().instance_name;
     e.top = top_figures(snap);
     for (const ProcessRef& p : processes()) {
         ExposedProcess x;
@@ -196,7 +197,7 @@ std::string build_exposition() {
             const auto& round = p.kind == ProcessRef::Kind::Mule ? snap.mules : snap.workers;
             auto it = round.find(p.pid);
             if (it != round.end()) x.figures = it->second;
-            add_slot_figures(x.figures, p.pid, p.slot);
+            add_live_figures(x.figures, p.pid, p.slot);
         }
         if (p.kind == ProcessRef::Kind::Worker) {
             // A cheaped worker (no process) still has its requests, respawns and status.
@@ -219,16 +220,16 @@ std::string build_document() {
     free(us->base);
     free(us);
 
-    Snapshot snap = g_sampler->snapshot();
+    Snapshot snap = master().sampler->snapshot();
     // GC figures are read live from the slots; memory figures come from the last round.
     for (int i = 1; i <= uwsgi.numproc; i++) {
-        WorkerSlot* slot = worker_slot(i);
+        WorkerSlot* slot = context().slot_of({Role::Worker, i});
         int pid = uwsgi.workers[i].pid;
-        if (!slot || pid <= 0 || slot->pid.load(std::memory_order_relaxed) != pid) continue;
-        add_slot_figures(snap.workers[pid], pid, slot);
+        if (!slot || !slot->written_by(pid)) continue;
+        add_live_figures(snap.workers[pid], pid, slot);
     }
     TopFigures top = top_figures(snap);
-    top.options = describe_settings(state().settings);
+    top.options = describe_settings(context().settings);
     std::string out;
     if (!merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified, out)) return raw;
     return out;
@@ -243,10 +244,7 @@ void register_gauge(const char* name, const char* oid, void* ptr) {
 
 namespace {
 
-[[noreturn]] void prometheus_fail(const std::string& why) {
-    log_line("cowguard-prometheus: %s", printable(why).c_str());
-    exit(1);
-}
+[[noreturn]] void prometheus_fail(const std::string& why) { fail("cowguard-prometheus: " + printable(why)); }
 
 // A listening socket on `a`, close-on-exec (a graceful reload's new master binds it afresh), or
 // a stop with one line saying why.
@@ -287,10 +285,12 @@ int prometheus_listen(const ListenAddress& a) {
 }  // namespace
 
 void stats_on_init() {
-    const Settings& st = state().settings;
+    const Settings& st = context().settings;
+    context().master = new MasterStats();  // never freed: see MasterStats
+    MasterStats& m = master();
     bool limits = st.reload_on_uss_mb || st.reload_on_pss_mb || st.evil_reload_on_uss_mb || st.evil_reload_on_pss_mb;
     bool prometheus = !st.prometheus.text.empty();
-    if (st.stats || limits || prometheus) g_sampler = std::make_unique<Sampler>(st);
+    if (st.stats || limits || prometheus) m.sampler = std::make_unique<Sampler>(st);
     if (limits && !uwsgi.master_process)
         log_line("cowguard-reload-on-* limits need the master (master = true): the master samples the workers");
     if (!prometheus) return;
@@ -298,29 +298,33 @@ void stats_on_init() {
         prometheus_fail("needs the master (master = true): its thread serves the figures the master samples");
     std::vector<std::string> argv(uwsgi.argv, uwsgi.argv + uwsgi.argc);
     const char* procname = uwsgi.procname_master ? uwsgi.procname_master : uwsgi.procname;
-    g_instance_name = !st.instance_name.empty()
+    m.instance_name = !st.instance_name.empty()
                           ? st.instance_name
                           : default_instance_name(argv, uwsgi.has_emperor, procname ? procname : "");
     // Bound here, in the master before any fork: a taken port stops uWSGI now, not at the first scrape.
-    g_prometheus_fd = prometheus_listen(st.prometheus);
+    m.prometheus_fd = prometheus_listen(st.prometheus);
     // After a graceful reload uWSGI closes every inherited descriptor it does not know, right after
     // this init: ours is new, but would go the same way without this.
-    uwsgi_add_safe_fd(g_prometheus_fd);
+    uwsgi_add_safe_fd(m.prometheus_fd);
 }
 
 void stats_after_fork() {
+    if (!context().master) return;
+    MasterStats& m = master();
     // Workers, mules and spoolers have no use for the listening socket; holding it would keep the
     // port bound after the master is gone.
-    if (g_prometheus_fd >= 0) close(g_prometheus_fd);
-    g_prometheus_fd = -1;
+    if (m.prometheus_fd >= 0) close(m.prometheus_fd);
+    m.prometheus_fd = -1;
 }
 
 void metrics_register() {
-    if (!uwsgi.has_metrics || !state().settings.stats) return;
+    if (!uwsgi.has_metrics || !context().settings.stats) return;
+    MasterStats& m = master();
     char name[64], oid[64];
     for (int i = 1; i <= uwsgi.numproc; i++) {
-        WorkerSlot* s = worker_slot(i);
-        if (!s) continue;
+        WorkerSlot* slot = context().slot_of({Role::Worker, i});
+        if (!slot) continue;
+        SlotFigures* s = &slot->figures;
         struct {
             const char* suffix;
             int oid;
@@ -335,7 +339,7 @@ void metrics_register() {
             {"peak_uss_size", 107, &s->peak_private},
             {"gc_collections", 108, &s->gc_collections_total},
             {"gc_blocked_calls", 109, &s->blocked_calls},
-            {"cowguard_recycles", 110, &s->recycles},
+            {"cowguard_recycles", 110, &slot->recycles},
             {"gc_in_request_collections", 111, &s->gc_in_request_total},
         };
         for (auto& e : m) {
@@ -344,20 +348,41 @@ void metrics_register() {
             register_gauge(name, oid, e.ptr);
         }
     }
-    register_gauge("cowguard.pss_total", "100.1", &g_pss_total);
-    register_gauge("cowguard.frozen_objects", "100.2", &g_frozen_metric);
+    register_gauge("cowguard.pss_total", "100.1", &m.pss_total);
+    register_gauge("cowguard.frozen_objects", "100.2", &m.frozen_metric);
 }
 
+namespace {
+
+StatsServerConfig server_config(int fd, StatsProtocol protocol, const char* name) {
+    StatsServerConfig cfg;
+    cfg.listen_fd = fd;
+    cfg.protocol = protocol;
+    cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
+    cfg.log = [name](const std::string& line) { log_line("%s: %s", name, line.c_str()); };
+    return cfg;
+}
+
+// The server's loop on a thread of its own (never destroyed: see MasterStats).
+std::thread* start_thread(StatsServer& server, const char* thread_name) {
+    return new std::thread([&server, thread_name] {
+        pthread_setname_np(pthread_self(), thread_name);
+        server.run();
+    });
+}
+
+}  // namespace
+
 void master_cycle() {
-    WorkerSlot& instance = state().slots[0];
-    if (instance.stop_instance.exchange(0)) {
+    MasterStats& m = master();
+    if (context().instance_slot()->stop_instance.exchange(0)) {
         log_line("a worker's warmup failed (cowguard-warmup-errors = fatal): stopping the instance");
         uwsgi.status.dying_for_need_app = 1;  // the master then exits with status 22, as need-app does
         kill_them_all(0);
     }
-    if (g_started || !g_sampler) return;
-    g_started = true;
-    g_frozen_metric.store(static_cast<int64_t>(state().frozen_objects), std::memory_order_relaxed);
+    if (m.started || !m.sampler) return;
+    m.started = true;
+    m.frozen_metric.store(static_cast<int64_t>(context().freeze.frozen), std::memory_order_relaxed);
     std::thread([] {
         pthread_setname_np(pthread_self(), "cowguard-sample");
         sampler_loop();
@@ -366,35 +391,34 @@ void master_cycle() {
     // Take over uWSGI's stats socket: core bound it (TCP or unix, chmod-socket, abstract) just
     // before its first loop; from now on cowguard's thread answers on it, so a slow or idle
     // client never stalls the master.
-    if (state().settings.stats && uwsgi.stats && uwsgi.stats_fd > -1) {
-        event_queue_del_fd(uwsgi.master_queue, uwsgi.stats_fd, event_queue_read());
+    if (context().settings.stats && uwsgi.stats && uwsgi.stats_fd > -1) {
         int fd = uwsgi.stats_fd;
-        uwsgi.stats_fd = -1;
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-        StatsServerConfig cfg;
-        cfg.listen_fd = fd;
-        cfg.protocol = uwsgi.stats_http ? StatsProtocol::StatsHttp : StatsProtocol::Raw;
-        cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
-        g_server = std::make_unique<StatsServer>(cfg, build_document);
-        g_server_thread = new std::thread([] {
-            pthread_setname_np(pthread_self(), "cowguard-stats");
-            g_server->run();
-        });
-        log_line("stats server on %s now serves uWSGI's document with cowguard's figures", uwsgi.stats);
+        StatsServerConfig cfg = server_config(fd, uwsgi.stats_http ? StatsProtocol::StatsHttp : StatsProtocol::Raw,
+                                              "stats server");
+        m.server = std::make_unique<StatsServer>(cfg, build_document);
+        if (m.server->open()) {
+            event_queue_del_fd(uwsgi.master_queue, fd, event_queue_read());
+            uwsgi.stats_fd = -1;
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+            m.server_thread = start_thread(*m.server, "cowguard-stats");
+            log_line("stats server on %s now serves uWSGI's document with cowguard's figures", uwsgi.stats);
+        } else {
+            log_line("stats server on %s: uWSGI serves its own document, without cowguard's figures (see above)",
+                     uwsgi.stats);
+        }
     }
-    if (g_prometheus_fd >= 0) {
-        StatsServerConfig cfg;
-        cfg.listen_fd = g_prometheus_fd;
-        cfg.protocol = StatsProtocol::Metrics;
+    if (m.prometheus_fd >= 0) {
+        StatsServerConfig cfg = server_config(m.prometheus_fd, StatsProtocol::Metrics, "prometheus");
         cfg.content_type = kPrometheusContentType;
-        cfg.timeout_s = uwsgi.socket_timeout > 0 ? uwsgi.socket_timeout : 4;
-        g_prometheus = std::make_unique<StatsServer>(cfg, build_exposition);
-        g_prometheus_thread = new std::thread([] {
-            pthread_setname_np(pthread_self(), "cowguard-prom");  // its own line in top -H, its own CPU figure
-            g_prometheus->run();
-        });
-        log_line("prometheus: GET /metrics on %s (instance_name \"%s\")", state().settings.prometheus.text.c_str(),
-                 printable(g_instance_name).c_str());
+        m.prometheus = std::make_unique<StatsServer>(cfg, build_exposition);
+        if (m.prometheus->open()) {
+            // its own line in top -H, its own CPU figure
+            m.prometheus_thread = start_thread(*m.prometheus, "cowguard-prom");
+            log_line("prometheus: GET /metrics on %s (instance_name \"%s\")",
+                     context().settings.prometheus.text.c_str(), printable(m.instance_name).c_str());
+        } else {
+            log_line("prometheus: %s is not served (see above)", context().settings.prometheus.text.c_str());
+        }
     }
 }
 
@@ -402,54 +426,50 @@ void stats_cleanup() {
     // Before a graceful reload closes every descriptor and execs, and at the master's exit: a
     // client in the middle of a document gets the rest of it (within the server's drain time)
     // instead of a connection closed under it.
-    if (getpid() != uwsgi.workers[0].pid) return;
+    if (getpid() != uwsgi.workers[0].pid || !context().master) return;
+    MasterStats& m = master();
     // Both stop first, so their drains run side by side.
-    bool stats = g_server_thread && g_server_thread->joinable();
-    bool prometheus = g_prometheus_thread && g_prometheus_thread->joinable();
-    if (stats) g_server->stop();
-    if (prometheus) g_prometheus->stop();
-    if (stats) g_server_thread->join();
-    if (prometheus) g_prometheus_thread->join();
+    bool stats = m.server_thread && m.server_thread->joinable();
+    bool prometheus = m.prometheus_thread && m.prometheus_thread->joinable();
+    if (stats) m.server->stop();
+    if (prometheus) m.prometheus->stop();
+    if (stats) m.server_thread->join();
+    if (prometheus) m.prometheus_thread->join();
 }
 
 void log_busy_exit_line() {
-    WorkerSlot* s = my_slot();
-    if (!s || s->pid.load(std::memory_order_relaxed) != getpid()) return;
+    const WorkerSlot* s = context().slot;
+    if (!s || !s->written_by(getpid())) return;
     // Only counters and one write: the signal that ends this process may have interrupted
     // anything, malloc included, so no /proc reading (stdio) here.
     log_line("worker %d (pid %d) exiting busy (in a request, or hijacked) after %llu requests: no exit path runs "
              "(no atexit handlers, no report), as with the python plugin",
-             uwsgi.mywid, static_cast<int>(getpid()),
-             static_cast<unsigned long long>(s->requests.load(std::memory_order_relaxed)));
+             context().process.id, static_cast<int>(getpid()),
+             static_cast<unsigned long long>(s->figures.requests.load()));
 }
 
 void log_exit_line() {
-    WorkerSlot* s = my_slot();
-    const char* kind = uwsgi.muleid > 0 ? "mule" : uwsgi.i_am_a_spooler ? "spooler" : "worker";
-    int id = uwsgi.muleid > 0 ? uwsgi.muleid : uwsgi.i_am_a_spooler ? 0 : uwsgi.mywid;
-    if (!s || s->pid.load(std::memory_order_relaxed) != getpid()) return;
+    const WorkerSlot* s = context().slot;
+    if (!s || !s->written_by(getpid())) return;
+    SlotFigures f = s->figures;  // one read
     MemFigures m;
     StatFigures st;
-    uint64_t peak = static_cast<uint64_t>(s->peak_private.load(std::memory_order_relaxed));
-    if (read_mem(getpid(), m) && m.uss() > peak) peak = m.uss();
+    uint64_t peak = peak_private(f, read_mem(getpid(), m) ? m.uss() : 0);
     read_stat(getpid(), st);
-    log_line("%s %d (pid %d) exiting: %llu requests, peak private %.1f MB, %llu minor faults, %llu major faults, "
-             "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls; of those collections, after requests %llu/%llu/%llu (%.1f ms)",
-             kind, id, static_cast<int>(getpid()),
-             static_cast<unsigned long long>(s->requests.load(std::memory_order_relaxed)),
-             static_cast<double>(peak) / kMB, static_cast<unsigned long long>(st.minflt),
-             static_cast<unsigned long long>(st.majflt),
-             static_cast<unsigned long long>(s->collections[0].load(std::memory_order_relaxed)),
-             static_cast<unsigned long long>(s->collections[1].load(std::memory_order_relaxed)),
-             static_cast<unsigned long long>(s->collections[2].load(std::memory_order_relaxed)),
-             static_cast<double>(s->gc_time_ns.load(std::memory_order_relaxed)) / 1e6,
-             static_cast<unsigned long long>(s->blocked_calls.load(std::memory_order_relaxed)),
-             static_cast<unsigned long long>(s->after_collections[0].load(std::memory_order_relaxed)),
-             static_cast<unsigned long long>(s->after_collections[1].load(std::memory_order_relaxed)),
-             static_cast<unsigned long long>(s->after_collections[2].load(std::memory_order_relaxed)),
-             static_cast<double>(s->after_time_ns[0].load(std::memory_order_relaxed) +
-                                 s->after_time_ns[1].load(std::memory_order_relaxed) +
-                                 s->after_time_ns[2].load(std::memory_order_relaxed)) / 1e6);
+    log_line("%s (pid %d) exiting: %llu requests, peak private %s, %llu minor faults, %llu major faults, "
+             "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls; of those collections, after requests "
+             "%llu/%llu/%llu (%.1f ms)",
+             describe(context().process).c_str(), static_cast<int>(getpid()),
+             static_cast<unsigned long long>(f.requests.load()), mb_text(peak).c_str(),
+             static_cast<unsigned long long>(st.minflt), static_cast<unsigned long long>(st.majflt),
+             static_cast<unsigned long long>(f.collections[0].load()),
+             static_cast<unsigned long long>(f.collections[1].load()),
+             static_cast<unsigned long long>(f.collections[2].load()),
+             static_cast<double>(f.gc_time_ns.load()) / 1e6, static_cast<unsigned long long>(f.blocked_calls.load()),
+             static_cast<unsigned long long>(f.after_collections[0].load()),
+             static_cast<unsigned long long>(f.after_collections[1].load()),
+             static_cast<unsigned long long>(f.after_collections[2].load()),
+             static_cast<double>(f.after_time_ns[0].load() + f.after_time_ns[1].load() + f.after_time_ns[2].load()) / 1e6);
 }
 
 }  // namespace cowguard::glue

@@ -8,6 +8,8 @@ extern "C" {
 }
 
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -15,7 +17,7 @@ extern "C" {
 #include <vector>
 
 #include "cowguard/gc_control.h"
-#include "cowguard/glue_state.h"
+#include "cowguard/glue.h"
 #include "cowguard/options.h"
 #include "cowguard/warmup.h"
 #include "cowguard/warmup_requests.h"
@@ -27,11 +29,6 @@ namespace cowguard::glue {
 namespace {
 
 std::vector<warmup::RequestFile> g_files;  // parsed at init, in the order given
-
-[[noreturn]] void fail(const std::string& line) {
-    log_line("%s", line.c_str());
-    exit(1);
-}
 
 size_t request_count() {
     size_t n = 0;
@@ -51,19 +48,24 @@ std::string where_it_runs(bool in_worker, const char* does) {
 // cowguard-warmup-errors = fatal: the instance stops. With lazy-apps, like need-app, the whole
 // instance stops (status 22) rather than respawning workers that fail forever; the master acts
 // on the flag in its next cycle.
-[[noreturn]] void stop_startup(bool in_worker) {
-    if (in_worker) {
-        if (state().slots) state().slots[0].stop_instance.store(1);
-        exit(UWSGI_FAILED_APP_CODE);
-    }
-    exit(1);
+// The line says why, naming the option; in the master it is glue::fail's one line.
+[[noreturn]] __attribute__((format(printf, 2, 3))) void stop_startup(bool in_worker, const char* fmt, ...) {
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (!in_worker) fail(line);
+    log_line("%s", line);
+    if (WorkerSlot* instance = context().instance_slot()) instance->stop_instance.store(1);
+    exit(UWSGI_FAILED_APP_CODE);
 }
 
 bool run_callables(const std::vector<std::string>& callables, const char* option, bool in_worker) {
-    const Settings& s = state().settings;
+    const Settings& s = context().settings;
     bool fatal = s.warmup_errors == WarmupErrors::Fatal;
     warmup::Result r = warmup::run(callables, fatal);
-    state().warmup_ms += r.ms;
+    context().warmup_ms += r.ms;
     if (r.ok) {
         if (option == std::string("cowguard-warmup"))
             log_line("warmup: %zu callable%s ran in %.1f ms %s", callables.size(), plural(callables.size()), r.ms,
@@ -72,9 +74,10 @@ bool run_callables(const std::vector<std::string>& callables, const char* option
             log_line("%s: %zu callable%s ran in %.1f ms", option, callables.size(), plural(callables.size()), r.ms);
         return true;
     }
-    log_line("%s: %s raised (traceback above); %s as cowguard-warmup-errors = %s asks", option, r.failed.c_str(),
-             fatal ? "stopping" : "going on", fatal ? "fatal" : "log");
-    if (fatal) stop_startup(in_worker);
+    if (fatal)
+        stop_startup(in_worker, "%s: %s raised (traceback above); stopping as cowguard-warmup-errors = fatal asks",
+                     option, r.failed.c_str());
+    log_line("%s: %s raised (traceback above); going on as cowguard-warmup-errors = log asks", option, r.failed.c_str());
     return false;
 }
 
@@ -168,7 +171,7 @@ PyObject* base_environ(struct uwsgi_app* app, bool by_mountpoint) {
 // Replays each app's requests in the app's own interpreter (a sub-interpreter when uWSGI loads
 // several apps without single-interpreter), where its connections and threads live.
 void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
-    const Settings& s = state().settings;
+    const Settings& s = context().settings;
     bool fatal = s.warmup_errors == WarmupErrors::Fatal;
     auto ull = [](uint64_t v) { return static_cast<unsigned long long>(v); };
     warmup::ReplayResult total;
@@ -193,10 +196,13 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
         int closed = r.ok ? warmup::close_django_connections() : 0;
         total.ms += r.ms;
         if (!r.ok || closed < 0) {
-            log_line("cowguard-warmup-requests: %s (traceback above); %s as cowguard-warmup-errors = %s asks",
-                     r.ok ? "closing Django's database connections raised" : "the replay could not run",
-                     fatal ? "stopping" : "going on", fatal ? "fatal" : "log");
-            if (fatal) stop_startup(in_worker);
+            const char* what = r.ok ? "closing Django's database connections raised" : "the replay could not run";
+            if (fatal)
+                stop_startup(in_worker,
+                             "cowguard-warmup-requests: %s (traceback above); stopping as cowguard-warmup-errors = "
+                             "fatal asks", what);
+            log_line("cowguard-warmup-requests: %s (traceback above); going on as cowguard-warmup-errors = log asks",
+                     what);
             continue;
         }
         closed_django += closed;
@@ -204,7 +210,7 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
         total.other += r.other;
         total.raised += r.raised;
     }
-    state().warmup_ms += total.ms;
+    context().warmup_ms += total.ms;
     std::string extra;
     if (total.answers[0]) extra += ", 1xx " + std::to_string(total.answers[0]);
     if (total.other) extra += ", other " + std::to_string(total.other);
@@ -213,16 +219,16 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
              extra.c_str(), ull(total.raised),
              closed_django ? "; Django's database connections closed (connections.close_all())" : "");
     if (total.raised && fatal) {
-        log_line("cowguard-warmup-requests: the app raised on %llu request%s (named above); stopping as "
-                 "cowguard-warmup-errors = fatal asks", ull(total.raised), plural(total.raised));
-        stop_startup(in_worker);
+        stop_startup(in_worker,
+                     "cowguard-warmup-requests: the app raised on %llu request%s (named above); stopping as "
+                     "cowguard-warmup-errors = fatal asks", ull(total.raised), plural(total.raised));
     }
 }
 
 }  // namespace
 
 void warmup_load_requests() {
-    const Settings& s = state().settings;
+    const Settings& s = context().settings;
     g_files.clear();
     for (const std::string& path : s.warmup_requests) {
         std::ifstream in(path, std::ios::binary);
@@ -242,10 +248,10 @@ void warmup_load_requests() {
     }
 }
 
-void warmup_run(void* main_thread, int python_modifier) {
-    const Settings& s = state().settings;
+void warmup_run() {
+    const Settings& s = context().settings;
     bool in_worker = uwsgi.mywid > 0;
-    auto* main = static_cast<PyThreadState*>(main_thread);
+    PyThreadState* main = context().main_thread;
     if (!s.warmup.empty()) {
         gc::InterpreterScope main_interpreter(main);
         run_callables(s.warmup, "cowguard-warmup", in_worker);
@@ -255,7 +261,7 @@ void warmup_run(void* main_thread, int python_modifier) {
         log_line("cowguard-warmup-dry-run = true: %zu request%s listed at startup, none replayed", request_count(),
                  plural(request_count()));
     } else if (request_count() > 0) {
-        groups = route_requests(python_modifier);
+        groups = route_requests(context().python_modifier);
         if (groups.empty())
             log_line("cowguard-warmup-requests: no WSGI app loaded %s: nothing replayed",
                      where_it_runs(in_worker, "replays for").c_str());

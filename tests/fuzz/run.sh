@@ -19,38 +19,47 @@ CXX_FUZZ="${CXX_FUZZ:-clang++}"
 NPROC="$(nproc 2>/dev/null || echo 1)"
 PARALLEL="${FUZZ_PARALLEL:-$(( NPROC < 2 ? 1 : 2 ))}"
 
-# target -> the pure sources it links
-declare -A SOURCES=(
-  [procfs]="plugin/core/procfs.cc"
-  [stats_doc]="plugin/core/stats_doc.cc"
-  [options]="plugin/core/options.cc"
-  [smaps_vmas]="plugin/core/smaps_vmas.cc"
-  [prometheus]="plugin/core/prometheus.cc plugin/core/stats_doc.cc plugin/core/stats_server.cc"
-  [warmup_requests]="plugin/core/warmup_requests.cc"
-)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(procfs stats_doc options smaps_vmas prometheus warmup_requests)
 
-mkdir -p "$OUT"
+mkdir -p "$OUT/core"
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
        -std=c++17 -I"$ROOT/include")
 JANSSON=($(pkg-config --cflags --libs jansson))
 
+# The pure units, as plugin/sources.txt (the one source list) names them: compiled once with the
+# fuzzing flags into one archive every target links (each takes only what it uses).
+CORE=()
+while read -r line; do
+  case "$line" in core/*) CORE+=("$ROOT/plugin/$line") ;; esac
+done < "$ROOT/plugin/sources.txt"
+build_core() {
+  local objs=() src obj changed=0
+  for src in "${CORE[@]}"; do
+    obj="$OUT/core/$(basename "$src" .cc).o"
+    if [ ! -f "$obj" ] || [ -n "$(find "$src" "$ROOT"/include/cowguard/*.h "$0" -newer "$obj" -print -quit)" ]; then
+      "$CXX_FUZZ" "${FLAGS[@]/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,}" $(pkg-config --cflags jansson) \
+        -c "$src" -o "$obj"
+      changed=1
+    fi
+    objs+=("$obj")
+  done
+  if [ "$changed" = 1 ] || [ ! -f "$OUT/libcore.a" ]; then
+    rm -f "$OUT/libcore.a" && ar rcs "$OUT/libcore.a" "${objs[@]}"
+  fi
+}
+
 build() {
-  local t="$1" bin="$OUT/fuzz_$1" srcs=("$FUZZ/fuzz_$1.cc") s
-  for s in ${SOURCES[$t]}; do srcs+=("$ROOT/$s"); done
-  local newest
-  newest="$(ls -t "${srcs[@]}" "$ROOT"/include/cowguard/*.h "$0" | head -1)"
-  if [ -x "$bin" ] && [ "$bin" -nt "$newest" ]; then return 0; fi
-  local extra=()
-  [ "$t" = stats_doc ] || [ "$t" = prometheus ] && extra=("${JANSSON[@]}")
-  "$CXX_FUZZ" "${FLAGS[@]}" "${srcs[@]}" "${extra[@]}" -o "$bin.tmp" && mv "$bin.tmp" "$bin"
+  local t="$1" bin="$OUT/fuzz_$1" src="$FUZZ/fuzz_$1.cc"
+  if [ -x "$bin" ] && [ "$bin" -nt "$src" ] && [ "$bin" -nt "$OUT/libcore.a" ]; then return 0; fi
+  "$CXX_FUZZ" "${FLAGS[@]}" "$src" "$OUT/libcore.a" "${JANSSON[@]}" -lpthread -o "$bin.tmp" && mv "$bin.tmp" "$bin"
 }
 
 echo "[fuzz] building ${TARGETS[*]} with $CXX_FUZZ (libFuzzer + ASan + UBSan)"
+build_core > "$OUT/build_core.log" 2>&1 || { cat "$OUT/build_core.log"; exit 1; }
 pids=()
 for t in "${TARGETS[@]}"; do
-  [ -n "${SOURCES[$t]:-}" ] || { echo "[fuzz] unknown target $t" >&2; exit 2; }
+  [ -f "$FUZZ/fuzz_$t.cc" ] || { echo "[fuzz] unknown target $t" >&2; exit 2; }
   build "$t" > "$OUT/build_$t.log" 2>&1 &
   pids+=($!)
   if [ ${#pids[@]} -ge "$PARALLEL" ]; then wait "${pids[0]}" || { cat "$OUT"/build_*.log; exit 1; }; pids=("${pids[@]:1}"); fi

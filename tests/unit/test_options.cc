@@ -392,6 +392,7 @@ int main() {
     tcase_add_test(bad, huge_values);
     tcase_add_test(bad, non_numeric_values);
     tcase_add_test(bad, threshold_lists);
+    tcase_add_test(bad, between_thresholds);
     tcase_add_test(bad, unknown_words);
     tcase_add_test(bad, listen_addresses);
     tcase_add_test(bad, instance_names);

@@ -151,11 +151,11 @@ START_TEST(figures_of_a_real_child) {
 
     // The slot got the memory figures (the worker reads peak_private for its exit line; the
     // metrics read the others in place).
-    ck_assert_int_eq(sb.slot->uss.load(), static_cast<int64_t>(f.uss));
-    ck_assert_int_eq(sb.slot->pss.load(), static_cast<int64_t>(f.pss));
-    ck_assert_int_eq(sb.slot->shared.load(), static_cast<int64_t>(f.shared));
-    ck_assert_int_eq(sb.slot->minflt.load(), static_cast<int64_t>(f.minflt));
-    ck_assert_int_eq(sb.slot->peak_private.load(), static_cast<int64_t>(f.uss));
+    ck_assert_int_eq(sb.slot->figures.uss.load(), static_cast<int64_t>(f.uss));
+    ck_assert_int_eq(sb.slot->figures.pss.load(), static_cast<int64_t>(f.pss));
+    ck_assert_int_eq(sb.slot->figures.shared.load(), static_cast<int64_t>(f.shared));
+    ck_assert_int_eq(sb.slot->figures.minflt.load(), static_cast<int64_t>(f.minflt));
+    ck_assert_int_eq(sb.slot->figures.peak_private.load(), static_cast<int64_t>(f.uss));
 
     // The master (this test process) and the totals.
     ck_assert(snap.master_ok);
@@ -172,7 +172,7 @@ START_TEST(figures_of_a_real_child) {
     snap = sampler.snapshot();
     ck_assert_uint_eq(snap.rounds, 2);
     ck_assert_uint_ge(snap.workers.at(ch.pid).uss, f.uss + 8 * MB);
-    ck_assert_int_eq(sb.slot->peak_private.load(), static_cast<int64_t>(snap.workers.at(ch.pid).uss));
+    ck_assert_int_eq(sb.slot->figures.peak_private.load(), static_cast<int64_t>(snap.workers.at(ch.pid).uss));
     ch.finish();
 }
 END_TEST
@@ -181,19 +181,19 @@ START_TEST(gc_figures_come_from_the_slot) {
     Child ch = spawn(1);
     SlotBuffer sb(ch.pid);
     WorkerSlot* s = sb.slot;
-    s->gc_enabled.store(1);
-    s->threshold[0].store(50000);
-    s->threshold[1].store(20);
-    s->threshold[2].store(100);
-    s->frozen.store(123456);
-    s->collections[0].store(7);
-    s->collections[1].store(2);
-    s->collections[2].store(1);
-    s->collected.store(99);
-    s->uncollectable.store(3);
-    s->gc_time_ns.store(2500000);
-    s->blocked_calls.store(4);
-    s->restored.store(5);
+    s->figures.gc_enabled.store(1);
+    s->figures.threshold[0].store(50000);
+    s->figures.threshold[1].store(20);
+    s->figures.threshold[2].store(100);
+    s->figures.frozen.store(123456);
+    s->figures.collections[0].store(7);
+    s->figures.collections[1].store(2);
+    s->figures.collections[2].store(1);
+    s->figures.collected.store(99);
+    s->figures.uncollectable.store(3);
+    s->figures.gc_time_ns.store(2500000);
+    s->figures.blocked_calls.store(4);
+    s->figures.restored.store(5);
     s->recycles.store(6);
     Settings settings;
     Sampler sampler(settings);
@@ -214,7 +214,7 @@ START_TEST(gc_figures_come_from_the_slot) {
     ck_assert_uint_eq(f.gc.blocked_calls, 4);
     ck_assert_uint_eq(f.gc.restored, 5);
     ck_assert_uint_eq(f.recycles, 6);
-    ck_assert_int_eq(s->gc_collections_total.load(), 10);  // the metric's mirror
+    ck_assert_int_eq(s->figures.gc_collections_total.load(), 10);  // the metric's mirror
     ch.finish();
 }
 END_TEST
@@ -224,7 +224,7 @@ START_TEST(slot_of_another_process_is_not_touched) {
     // figures, and the slot keeps its values.
     Child ch = spawn(2);
     SlotBuffer sb(ch.pid + 100000);
-    sb.slot->peak_private.store(77);
+    sb.slot->figures.peak_private.store(77);
     Settings settings;
     settings.reload_on_uss_mb = 1;  // over it, but the slot is not this process's
     Sampler sampler(settings);
@@ -232,8 +232,8 @@ START_TEST(slot_of_another_process_is_not_touched) {
     const cowguard::ProcessFigures f = sampler.snapshot().workers.at(ch.pid);
     ck_assert(f.mem_ok);
     ck_assert(!f.gc_ok);
-    ck_assert_int_eq(sb.slot->uss.load(), 0);
-    ck_assert_int_eq(sb.slot->peak_private.load(), 77);
+    ck_assert_int_eq(sb.slot->figures.uss.load(), 0);
+    ck_assert_int_eq(sb.slot->figures.peak_private.load(), 77);
     ck_assert(actions.empty());
     ch.finish();
 }
@@ -242,14 +242,14 @@ END_TEST
 START_TEST(peak_never_goes_down) {
     Child ch = spawn(2);
     SlotBuffer sb(ch.pid);
-    sb.slot->peak_private.store(int64_t{1} << 40);
+    sb.slot->figures.peak_private.store(int64_t{1} << 40);
     Settings settings;
     Sampler sampler(settings);
     sampler.sample(getpid(), {worker(1, ch.pid, sb.slot)});
     const cowguard::ProcessFigures f = sampler.snapshot().workers.at(ch.pid);
-    ck_assert_int_eq(sb.slot->peak_private.load(), int64_t{1} << 40);
+    ck_assert_int_eq(sb.slot->figures.peak_private.load(), int64_t{1} << 40);
     ck_assert_uint_eq(f.peak_private, uint64_t{1} << 40);
-    ck_assert_int_eq(sb.slot->uss.load(), static_cast<int64_t>(f.uss));
+    ck_assert_int_eq(sb.slot->figures.uss.load(), static_cast<int64_t>(f.uss));
     ch.finish();
 }
 END_TEST
@@ -270,7 +270,7 @@ START_TEST(mules_are_kept_apart_and_not_averaged) {
     ck_assert_uint_eq(snap.mules.size(), 1);
     ck_assert(snap.mules.at(m.pid).mem_ok);
     ck_assert(snap.mules.at(m.pid).gc_ok);
-    ck_assert_int_eq(ms.slot->uss.load(), static_cast<int64_t>(snap.mules.at(m.pid).uss));
+    ck_assert_int_eq(ms.slot->figures.uss.load(), static_cast<int64_t>(snap.mules.at(m.pid).uss));
     // Limits are for workers only: one action, for the worker.
     ck_assert_uint_eq(actions.size(), 1);
     ck_assert_int_eq(actions[0].proc.pid, w.pid);
@@ -302,7 +302,7 @@ START_TEST(reload_on_uss_is_graceful) {
     ck_assert_msg(a.reason.rfind("uss ", 0) == 0, "%s", a.reason.c_str());
     ck_assert_msg(a.reason.find(" MB > cowguard-reload-on-uss 10 MB") != std::string::npos, "%s", a.reason.c_str());
     // The sampler decides, the glue acts: it does not set recycle_requested itself.
-    ck_assert_uint_eq(sb.slot->recycle_requested.load(), 0);
+    ck_assert_uint_eq(sb.slot->figures.recycle_requested.load(), 0);
 
     // Under a generous limit: nothing.
     settings.reload_on_uss_mb = 1000;
@@ -377,8 +377,8 @@ END_TEST
 START_TEST(dead_pid_is_not_sampled) {
     pid_t gone = dead_pid();
     SlotBuffer sb(gone);
-    sb.slot->peak_private.store(5 * MB);
-    sb.slot->blocked_calls.store(2);
+    sb.slot->figures.peak_private.store(5 * MB);
+    sb.slot->figures.blocked_calls.store(2);
     Settings settings;
     settings.reload_on_uss_mb = 1;
     settings.evil_reload_on_uss_mb = 1;
@@ -394,7 +394,7 @@ START_TEST(dead_pid_is_not_sampled) {
     ck_assert(f.gc_ok);
     ck_assert_uint_eq(f.peak_private, 5 * MB);
     ck_assert_uint_eq(f.gc.blocked_calls, 2);
-    ck_assert_int_eq(sb.slot->uss.load(), 0);  // not overwritten
+    ck_assert_int_eq(sb.slot->figures.uss.load(), 0);  // not overwritten
     ck_assert_uint_eq(snap.pss_total, snap.master.pss);
     ck_assert_double_eq(snap.shared_fraction_avg, 0);
 
@@ -431,7 +431,7 @@ END_TEST
 START_TEST(minflt_per_request_over_the_window) {
     Child ch = spawn(1, 4);
     SlotBuffer sb(ch.pid);
-    sb.slot->requests.store(5);
+    sb.slot->figures.requests.store(5);
     Settings settings;
     Sampler sampler(settings);
     sampler.sample(getpid(), {worker(1, ch.pid, sb.slot)});
@@ -440,7 +440,7 @@ START_TEST(minflt_per_request_over_the_window) {
 
     // 10 requests that touched 4 MB = 1024 new pages between them: about 102 faults each.
     ch.grow();
-    sb.slot->requests.fetch_add(10);
+    sb.slot->figures.requests.fetch_add(10);
     sampler.sample(getpid(), {worker(1, ch.pid, sb.slot)});
     const cowguard::ProcessFigures f = sampler.snapshot().workers.at(ch.pid);
     double expected = static_cast<double>(f.minflt - flt0) / 10.0;
@@ -459,11 +459,11 @@ START_TEST(minflt_per_request_over_the_window) {
     // A new process in the same slot starts a new window (its counters start from zero).
     Child next = spawn(1, 4);
     sb.slot->pid.store(next.pid);
-    sb.slot->requests.store(0);
+    sb.slot->figures.requests.store(0);
     sampler.sample(getpid(), {worker(1, next.pid, sb.slot)});
     ck_assert_double_eq(sampler.snapshot().workers.at(next.pid).minflt_per_request, 0);
     next.grow();
-    sb.slot->requests.store(4);
+    sb.slot->figures.requests.store(4);
     sampler.sample(getpid(), {worker(1, next.pid, sb.slot)});
     double v = sampler.snapshot().workers.at(next.pid).minflt_per_request;
     ck_assert_msg(v >= 256 && v < 350, "%f", v);  // 1024 pages / 4 requests

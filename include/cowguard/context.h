@@ -1,0 +1,68 @@
+// The one object that holds this process's cowguard state: the settings, which process this is
+// and its slot, the interpreters, what the freeze did, and each unit's own per-process state.
+// The uWSGI glue owns it (plugin/uwsgi/cowguard.cc, glue::context()) and hands it by reference to
+// the units that need it; no unit keeps a copy of the settings or of a slot pointer.
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "cowguard/fill_holes.h"
+#include "cowguard/gc_control.h"
+#include "cowguard/options.h"
+#include "cowguard/process_role.h"
+#include "cowguard/worker_slot.h"
+
+namespace cowguard {
+
+namespace glue {
+struct MasterStats;  // master_stats.cc: the master's sampler, servers and metrics
+}
+
+using LogFn = void (*)(const char* fmt, ...);
+
+struct Context {
+    Settings settings;
+    bool active = false;  // cowguard = true and the startup checks passed
+    LogFn log = nullptr;  // one `[cowguard] ...` line in uWSGI's log
+
+    // The slots in shared memory, allocated by the master before the first fork.
+    SlotLayout layout;
+    WorkerSlot* slots = nullptr;
+    // Which process this is, and its slot (nullptr in the master): set by the glue at each fork.
+    ProcessId process;
+    WorkerSlot* slot = nullptr;
+
+    // The interpreters: the main one's thread state (captured right after Py_Initialize), and
+    // those uWSGI made for this process's apps, main first.
+    PyThreadState* main_thread = nullptr;
+    std::vector<PyThreadState*> interps;
+    int python_modifier = -1;  // the python plugin's modifier1 (its index in uWSGI's plugin table)
+
+    // What was decided at init, and what happened before the fork (in the master; in each worker
+    // with lazy-apps).
+    ImmortalizePlan immortalize;   // cowguard-immortalize, for this Python and mode
+    bool fill_holes = false;       // cowguard-fill-holes, for this mode
+    gc::FreezeResult freeze;
+    uint64_t immortal_objects = 0;  // cowguard-immortalize: objects made immortal after the freeze
+    double immortalize_ms = 0;
+    holes::Result holes;            // cowguard-fill-holes, in the master
+    double warmup_ms = 0;
+    // Python threads alive in the master's main interpreter at the last count before the fork
+    // (the counting thread included), and the process that counted them.
+    int master_python_threads = 1;
+    int threads_counted_in = 0;
+
+    gc::ProcessState gc;                   // gc_control.cc's own state
+    glue::MasterStats* master = nullptr;   // the master only; never freed (forked processes hold copies)
+
+    WorkerSlot* slot_of(ProcessId p) const {
+        int i = layout.index_of(p);
+        return slots && i >= 0 ? &slots[i] : nullptr;
+    }
+    WorkerSlot* instance_slot() const { return slots; }  // slot 0: the master's flags
+};
+
+}  // namespace cowguard
