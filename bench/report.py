@@ -19,6 +19,8 @@ CONFIG_DESCRIPTIONS = {
     "article-recipe": "app calls gc.set_threshold(0) and atexit.register(os._exit, 0) (Instagram's recipe)",
     "cowguard": "cowguard plugin loaded with its defaults",
     "cowguard-gc-off": "cowguard plugin with --cowguard-gc off",
+    "cowguard-young": "cowguard plugin with --cowguard-gc young (thresholds 10000,20,100, collections inside requests)",
+    "cowguard-between": "cowguard plugin with --cowguard-gc between (young inside requests, 700,10,10 after them)",
 }
 
 # (key, column header, format)

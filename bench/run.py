@@ -72,6 +72,9 @@ CONFIGS = [
     ("article-recipe", "article-recipe", [], False),
     ("cowguard", "", [], True),
     ("cowguard-gc-off", "", ["--cowguard-gc", "off"], True),
+    # issue 15: the two worker policies side by side, whichever is the default
+    ("cowguard-young", "", ["--cowguard-gc", "young"], True),
+    ("cowguard-between", "", ["--cowguard-gc", "between"], True),
 ]
 
 # seconds: main load, /cycles load, stop-phase warm-up; whether to run the (warm) stop phase and the

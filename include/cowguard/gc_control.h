@@ -6,9 +6,12 @@
 #include <Python.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include "cowguard/gc_between.h"
 
 namespace cowguard {
 struct Context;
@@ -61,6 +64,14 @@ struct ProcessState {
     std::unordered_set<std::string> logged_sites;            // guard: one log line per call site
     bool logged_native_reenable = false;
     uint64_t collection_start_ns = 0;
+    // cowguard-gc = between: the decision (made in apply_worker_policy), whether the collection
+    // now running is cowguard's own (set and read with the GIL held, by the thread that collects),
+    // and the tick of a mule or spooler.
+    std::optional<between::Decider> between;
+    bool collecting_between = false;
+    bool tick_started = false;
+    double tick_s = 1.0;
+    int64_t (*tick_harakiri_left_s)() = nullptr;
 };
 
 // Right after Py_Initialize: records the main interpreter's thread state (ctx.main_thread),
@@ -87,5 +98,17 @@ void apply_worker_policy(Context& ctx, int64_t known_frozen);
 // After a request: if native code switched the GC back on under `cowguard-gc = off`, switch
 // it off again (logged once per process, counted). Does nothing for the other policies.
 void check_after_request(Context& ctx);
+
+// cowguard-gc = between, after a request in a worker (the response is sent): in each interpreter,
+// collects the generation the Decider picks from gc.get_count(), the private memory the master
+// last sampled into the slot, and `harakiri_left_s` (seconds until harakiri fires, < 0: not
+// armed). Counted in the slot as after-request collections. Does nothing under other policies.
+// One thread at a time (the caller makes sure with threads > 1).
+void collect_between(Context& ctx, int64_t harakiri_left_s);
+
+// cowguard-gc = between in a mule or spooler (no requests): starts a Python thread that calls
+// collect_between every `seconds`, with the harakiri time `harakiri_left_s` returns (nullptr: not
+// armed). Once per process; nothing under other policies.
+void start_between_tick(Context& ctx, double seconds, int64_t (*harakiri_left_s)());
 
 }  // namespace cowguard::gc

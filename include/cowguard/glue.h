@@ -36,6 +36,10 @@ void cow_report_check_dir();       // post_init, before any app loads: exits on 
 void cow_report_setup_master();    // master, after the freeze: signal + trigger file
 void cow_report_at_exit();         // a worker, at exit (GIL taken here)
 
+// between_glue.cc (cowguard-gc = between)
+void between_after_request(Context& ctx);    // worker, after each request: one thread collects if due
+void between_process_started(Context& ctx);  // mule, spooler: starts the collection tick
+
 // warmup_glue.cc
 void warmup_load_requests();  // init: reads and checks the request files; exits with one line on a bad one
 // post_app, before the freeze: cowguard-warmup callables (in the main interpreter), the replay of

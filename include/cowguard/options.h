@@ -19,7 +19,7 @@
 
 namespace cowguard {
 
-enum class GcPolicy { Young, Off, Thresholds };
+enum class GcPolicy { Young, Between, Off, Thresholds };
 enum class GuardMode { Block, Warn, Allow };
 enum class WarmupErrors { Fatal, Log };
 enum class Toggle { Auto, On, Off };  // true, false or auto
@@ -34,6 +34,12 @@ struct GcThresholds {
 // created in this worker; a large gen-0 threshold makes collections rare enough to cost about
 // what `off` costs while reference cycles are still freed (measured by bench/, see README).
 constexpr GcThresholds kYoungThresholds{10000, 20, 100};
+
+// `cowguard-gc = between`: inside requests the young thresholds (no collection interrupts a
+// request that frees what it allocates; a long one making cycles is still collected at 10000),
+// and after each request a collection when the counts reached cowguard-gc-between's thresholds
+// (CPython's own 700,10,10 by default: as much garbage held as stock, collected off the clock).
+constexpr GcThresholds kBetweenAfterRequest{700, 10, 10};
 
 // Where cowguard-prometheus listens: host:port over TCP, or a unix socket path.
 struct ListenAddress {
@@ -50,8 +56,9 @@ struct Settings {
     bool collect_before_freeze = true;
     Toggle immortalize = Toggle::Auto;  // auto: on where the Python has immortal objects
     Toggle fill_holes = Toggle::Auto;   // auto: on unless lazy-apps
-    GcPolicy gc = GcPolicy::Young;
-    GcThresholds thresholds = kYoungThresholds;  // effective thresholds for Young/Thresholds
+    GcPolicy gc = GcPolicy::Between;  // measured to win over young (README, "Why between")
+    GcThresholds thresholds = kYoungThresholds;  // effective thresholds for Young/Between/Thresholds
+    GcThresholds between = kBetweenAfterRequest; // cowguard-gc-between: after-request thresholds (all three set)
     GuardMode guard = GuardMode::Block;
     bool fast_exit = true;
     bool stats = true;
@@ -94,6 +101,9 @@ BuildResult build_settings(const RawOptions& raw, Settings& out);
 // Single-value parsers, exposed for the unit tests. Each returns false on a bad value.
 bool parse_bool(const std::string& v, bool& out);
 bool parse_gc_policy(const std::string& v, GcPolicy& policy, GcThresholds& thresholds);
+// cowguard-gc-between: T0[,T1[,T2]], integers 0..1000000000 (0 turns that trigger off); the
+// generations not given keep kBetweenAfterRequest's values.
+bool parse_between_thresholds(const std::string& v, GcThresholds& out);
 bool parse_guard(const std::string& v, GuardMode& out);
 bool parse_megabytes(const std::string& v, uint64_t& out);
 bool parse_interval(const std::string& v, double& out);
@@ -125,6 +135,8 @@ std::string printable(std::string_view v, bool escape_non_ascii = false);
 
 // Human-readable forms, for the startup line and the stats document.
 std::string describe_policy(GcPolicy policy, const GcThresholds& t);
+// The worker GC policy of `s` for the startup line (with the after-request thresholds of `between`).
+std::string describe_gc(const Settings& s);
 const char* guard_name(GuardMode g);
 // Every option with its effective value as text, in option_names() order (for the stats).
 std::vector<std::pair<std::string, std::string>> describe_settings(const Settings& s);

@@ -11,6 +11,12 @@
 
 namespace cowguard {
 
+// Collections and their time per generation, for one side of the request.
+struct GcPhase {
+    uint64_t collections[3] = {0, 0, 0};
+    double time_ms[3] = {0, 0, 0};
+};
+
 struct GcFigures {
     bool enabled = false;
     long threshold[3] = {0, 0, 0};
@@ -19,6 +25,9 @@ struct GcFigures {
     uint64_t collected = 0, uncollectable = 0;
     double time_ms = 0;
     uint64_t blocked_calls = 0, restored = 0;
+    // `collections` and `time_ms` split: started by CPython's thresholds (in a worker: inside a
+    // request), and run by cowguard-gc = between after a request (in a mule or spooler: its tick).
+    GcPhase in_request, after_request;
 };
 
 struct ProcessFigures {  // one worker (or mule)
@@ -64,7 +73,9 @@ std::string valid_utf8(std::string_view s);
 //       {"shared","private","swap","minflt","majflt","minflt_per_request",   <- only when mem_ok
 //        "peak_private","recycles",                                          <- always (history)
 //        "gc":{"enabled","thresholds":[t0,t1,t2],"frozen","collections":[g0,g1,g2],
-//              "collected","uncollectable","time_ms","blocked_calls","restored"}}  <- only when gc_ok
+//              "collected","uncollectable","time_ms","blocked_calls","restored",
+//              "in_request":{"collections":[g0,g1,g2],"time_ms":[g0,g1,g2]},
+//              "after_request":{"collections":[...],"time_ms":[...]}}}           <- only when gc_ok
 // A top-level "cowguard" object is appended:
 //   {"version","options":{name:value,...},"frozen_objects","freeze_ms","immortal_objects",
 //    "immortalize_ms","warmup_ms",

@@ -49,6 +49,12 @@ struct SlotFigures {
     Relaxed<uint64_t> collected;
     Relaxed<uint64_t> uncollectable;
     Relaxed<uint64_t> gc_time_ns;
+    Relaxed<uint64_t> gen_time_ns[3];  // gc_time_ns per generation
+    // Of those, the collections cowguard ran itself under cowguard-gc = between: after a request
+    // in a worker (the response already sent), on the tick in a mule or spooler. The rest were
+    // started by CPython's thresholds: inside a request, in a worker.
+    Relaxed<uint64_t> after_collections[3];
+    Relaxed<uint64_t> after_time_ns[3];
     Relaxed<uint64_t> blocked_calls;  // guard: gc.enable()/gc.unfreeze()/... refused or reported
     Relaxed<uint64_t> restored;       // policy restored after native code changed the GC state
     Relaxed<uint64_t> requests;       // requests finished since this process started
@@ -58,6 +64,7 @@ struct SlotFigures {
     Relaxed<int64_t> uss, pss, shared, swap, minflt, majflt;
     Relaxed<int64_t> peak_private;
     Relaxed<int64_t> gc_collections_total;  // mirror of collections[], for the metric
+    Relaxed<int64_t> gc_in_request_total;   // mirror of collections[] - after_collections[], likewise
 };
 
 // The peak private (unique) memory of a process: the slot's peak, raised by the sampler's rounds,

@@ -101,6 +101,25 @@ bool is_dotted_name(const std::string& s) {
 }
 
 constexpr unsigned long long kMaxThreshold = 1000000000ULL;
+
+// T0[,T1[,T2]]: one to three integers 0..kMaxThreshold; the ones not given stay -1.
+bool parse_threshold_list(const std::string& l, GcThresholds& out) {
+    long vals[3] = {-1, -1, -1};
+    size_t start = 0;
+    int n = 0;
+    while (true) {
+        if (n == 3) return false;
+        size_t comma = l.find(',', start);
+        std::string part = trim(l.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        unsigned long long x;
+        if (!parse_uint(part, kMaxThreshold, x)) return false;
+        vals[n++] = static_cast<long>(x);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    out = GcThresholds{vals[0], vals[1], vals[2]};
+    return true;
+}
 constexpr unsigned long long kMaxMegabytes = 1ULL << 30;  // 1 PiB: anything above is a typo
 
 struct OptionSpec {
@@ -122,8 +141,10 @@ const std::vector<OptionSpec>& specs() {
          [](const std::string& v, Settings& o) { return parse_toggle(v, o.immortalize); }},
         {"cowguard-fill-holes", "true, false or auto", false,
          [](const std::string& v, Settings& o) { return parse_toggle(v, o.fill_holes); }},
-        {"cowguard-gc", "young, off or T0[,T1[,T2]] (integers 0..1000000000)", false,
+        {"cowguard-gc", "young, between, off or T0[,T1[,T2]] (integers 0..1000000000)", false,
          [](const std::string& v, Settings& o) { return parse_gc_policy(v, o.gc, o.thresholds); }},
+        {"cowguard-gc-between", "T0[,T1[,T2]] (integers 0..1000000000; 0 turns that generation's trigger off)", false,
+         [](const std::string& v, Settings& o) { return parse_between_thresholds(v, o.between); }},
         {"cowguard-guard", "block, warn or allow", false,
          [](const std::string& v, Settings& o) { return parse_guard(v, o.guard); }},
         {"cowguard-fast-exit", "true or false", false,
@@ -216,27 +237,30 @@ bool parse_gc_policy(const std::string& v, GcPolicy& policy, GcThresholds& thres
         thresholds = kYoungThresholds;
         return true;
     }
+    if (l == "between") {
+        policy = GcPolicy::Between;
+        thresholds = kYoungThresholds;
+        return true;
+    }
     if (l == "off") {
         policy = GcPolicy::Off;
         thresholds = GcThresholds{0, -1, -1};
         return true;
     }
-    // T0[,T1[,T2]]
-    long vals[3] = {-1, -1, -1};
-    size_t start = 0;
-    int n = 0;
-    while (true) {
-        if (n == 3) return false;
-        size_t comma = l.find(',', start);
-        std::string part = trim(l.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-        unsigned long long x;
-        if (!parse_uint(part, kMaxThreshold, x)) return false;
-        vals[n++] = static_cast<long>(x);
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-    }
+    GcThresholds t;
+    if (!parse_threshold_list(l, t)) return false;
     policy = GcPolicy::Thresholds;
-    thresholds = GcThresholds{vals[0], vals[1], vals[2]};
+    thresholds = t;
+    return true;
+}
+
+bool parse_between_thresholds(const std::string& v, GcThresholds& out) {
+    GcThresholds t;
+    if (!parse_threshold_list(trim(v), t)) return false;
+    out = kBetweenAfterRequest;
+    out.t0 = t.t0;
+    if (t.t1 >= 0) out.t1 = t.t1;
+    if (t.t2 >= 0) out.t2 = t.t2;
     return true;
 }
 
@@ -407,10 +431,19 @@ std::string describe_policy(GcPolicy policy, const GcThresholds& t) {
     };
     switch (policy) {
         case GcPolicy::Young: return "young (thresholds " + th() + ")";
+        case GcPolicy::Between: return "between (thresholds " + th() + " in requests)";
         case GcPolicy::Off: return "off";
         case GcPolicy::Thresholds: return "thresholds " + th();
     }
     return "?";
+}
+
+std::string describe_gc(const Settings& s) {
+    std::string d = describe_policy(s.gc, s.thresholds);
+    if (s.gc != GcPolicy::Between) return d;
+    d.pop_back();  // the closing parenthesis
+    return d + ", after requests at " + std::to_string(s.between.t0) + "," + std::to_string(s.between.t1) + "," +
+           std::to_string(s.between.t2) + ")";
 }
 
 std::vector<std::pair<std::string, std::string>> describe_settings(const Settings& s) {
@@ -425,7 +458,12 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         return out;
     };
     std::string warmup = join(s.warmup);
-    std::string gc = s.gc == GcPolicy::Young ? "young" : s.gc == GcPolicy::Off ? "off" : describe_policy(s.gc, s.thresholds).substr(11);
+    std::string gc = s.gc == GcPolicy::Young     ? "young"
+                     : s.gc == GcPolicy::Between ? "between"
+                     : s.gc == GcPolicy::Off     ? "off"
+                                                 : describe_policy(s.gc, s.thresholds).substr(11);
+    std::string between = std::to_string(s.between.t0) + "," + std::to_string(s.between.t1) + "," +
+                          std::to_string(s.between.t2);
     return {
         {"cowguard", b(s.enabled)},
         {"cowguard-freeze", b(s.freeze)},
@@ -433,6 +471,7 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-immortalize", toggle_name(s.immortalize)},
         {"cowguard-fill-holes", toggle_name(s.fill_holes)},
         {"cowguard-gc", gc},
+        {"cowguard-gc-between", between},
         {"cowguard-guard", guard_name(s.guard)},
         {"cowguard-fast-exit", b(s.fast_exit)},
         {"cowguard-stats", b(s.stats)},

@@ -113,6 +113,18 @@ ProcessFamily gc_generations(const char* name, const char* type, const char* hel
                 for (int g = 0; g < 3; g++) emit(value(p.figures.gc, g), "generation=\"" + std::to_string(g) + "\"");
             }};
 }
+// One sample per GC generation and phase (labels generation="0".."2", phase="in_request" or
+// "after_request"), from `value(phase figures, generation)`.
+template <typename F>
+ProcessFamily gc_phases(const char* name, const char* type, const char* help, F value) {
+    return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
+                if (!p.figures.gc_ok) return;
+                for (const auto& [phase, figures] : {std::pair<const char*, const GcPhase*>{"in_request", &p.figures.gc.in_request},
+                                                     {"after_request", &p.figures.gc.after_request}})
+                    for (int g = 0; g < 3; g++)
+                        emit(value(*figures, g), "generation=\"" + std::to_string(g) + "\",phase=\"" + phase + "\"");
+            }};
+}
 template <typename F>
 ProcessFamily uwsgi(const char* name, const char* type, const char* help, F value) {
     return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
@@ -161,6 +173,15 @@ const std::vector<ProcessFamily>& process_families() {
            [](const G& g) { return u64(g.frozen); }),
         gc_generations("cowguard_process_gc_collections_total", "counter", "Garbage collections of each generation.",
                        [](const G& g, int gen) { return u64(g.collections[gen]); }),
+        gc_phases("cowguard_process_gc_phase_collections_total", "counter",
+                  "Garbage collections of each generation, by phase: in_request (started by CPython's thresholds; "
+                  "in a mule or spooler, anywhere) or after_request (run by cowguard-gc = between once the response "
+                  "is sent; in a mule or spooler, on its tick).",
+                  [](const GcPhase& ph, int gen) { return u64(ph.collections[gen]); }),
+        gc_phases("cowguard_process_gc_phase_seconds_total", "counter",
+                  "Time spent in garbage collections of each generation, by phase (as "
+                  "cowguard_process_gc_phase_collections_total).",
+                  [](const GcPhase& ph, int gen) { return dbl(ph.time_ms[gen] / 1000.0); }),
         gc("cowguard_process_gc_collected_objects_total", "counter", "Objects freed by garbage collections.",
            [](const G& g) { return u64(g.collected); }),
         gc("cowguard_process_gc_uncollectable_objects_total", "counter", "Objects garbage collections found uncollectable.",

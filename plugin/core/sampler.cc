@@ -40,6 +40,8 @@ void write_memory(SlotFigures& s, const ProcessFigures& f) {
     s.majflt.store(static_cast<int64_t>(f.majflt));
     s.peak_private.raise_to(static_cast<int64_t>(f.uss));
     s.gc_collections_total.store(static_cast<int64_t>(f.gc.collections[0] + f.gc.collections[1] + f.gc.collections[2]));
+    const GcPhase& inside = f.gc.in_request;
+    s.gc_in_request_total.store(static_cast<int64_t>(inside.collections[0] + inside.collections[1] + inside.collections[2]));
 }
 
 // The first memory limit `f` is over (evil ones first), if any.
@@ -77,6 +79,16 @@ GcFigures gc_figures_from(const SlotFigures& s) {
     g.time_ms = static_cast<double>(s.gc_time_ns.load()) / 1e6;
     g.blocked_calls = s.blocked_calls.load();
     g.restored = s.restored.load();
+    for (int i = 0; i < 3; i++) {
+        // The after-request side first: the GC callback adds to the totals before it adds to it.
+        uint64_t after_n = s.after_collections[i].load();
+        uint64_t after_ns = s.after_time_ns[i].load();
+        uint64_t all_ns = s.gen_time_ns[i].load();
+        g.after_request.collections[i] = after_n;
+        g.after_request.time_ms[i] = static_cast<double>(after_ns) / 1e6;
+        g.in_request.collections[i] = g.collections[i] > after_n ? g.collections[i] - after_n : 0;
+        g.in_request.time_ms[i] = all_ns > after_ns ? static_cast<double>(all_ns - after_ns) / 1e6 : 0;
+    }
     return g;
 }
 

@@ -66,6 +66,18 @@ json_t* json_text(std::string_view s) {
 // Sets `key`, taking over `value` whatever happens; false on failure.
 bool put(json_t* obj, const char* key, json_t* value) { return json_object_set_new(obj, key, value) == 0; }
 
+json_t* phase_object(const GcPhase& p) {
+    JsonPtr o(json_object()), collections(json_array()), time_ms(json_array());
+    if (!o || !collections || !time_ms) return nullptr;
+    bool ok = true;
+    for (int g = 0; g < 3; g++) {
+        ok = ok && json_array_append_new(collections.get(), json_u64(p.collections[g])) == 0;
+        ok = ok && json_array_append_new(time_ms.get(), json_double(p.time_ms[g])) == 0;
+    }
+    ok = ok && put(o.get(), "collections", collections.release()) && put(o.get(), "time_ms", time_ms.release());
+    return ok ? o.release() : nullptr;
+}
+
 json_t* gc_object(const GcFigures& gc) {
     JsonPtr o(json_object());
     JsonPtr thresholds(json_array()), collections(json_array());
@@ -82,7 +94,9 @@ json_t* gc_object(const GcFigures& gc) {
          put(o.get(), "uncollectable", json_u64(gc.uncollectable)) &&
          put(o.get(), "time_ms", json_double(gc.time_ms)) &&
          put(o.get(), "blocked_calls", json_u64(gc.blocked_calls)) &&
-         put(o.get(), "restored", json_u64(gc.restored));
+         put(o.get(), "restored", json_u64(gc.restored)) &&
+         put(o.get(), "in_request", phase_object(gc.in_request)) &&
+         put(o.get(), "after_request", phase_object(gc.after_request));
     return ok ? o.release() : nullptr;
 }
 

@@ -199,7 +199,14 @@ PyObject* gc_callback(PyObject*, PyObject* args) {
     }
     PyErr_Clear();
     SlotFigures& f = slot->figures;
-    if (gen >= 0 && gen < 3) f.collections[gen].fetch_add(1);
+    if (gen >= 0 && gen < 3) {
+        f.collections[gen].fetch_add(1);
+        f.gen_time_ns[gen].fetch_add(elapsed);
+        if (gc.collecting_between) {
+            f.after_collections[gen].fetch_add(1);
+            f.after_time_ns[gen].fetch_add(elapsed);
+        }
+    }
     if (collected > 0) f.collected.fetch_add(static_cast<uint64_t>(collected));
     if (uncollectable > 0) f.uncollectable.fetch_add(static_cast<uint64_t>(uncollectable));
     f.gc_time_ns.fetch_add(elapsed);
@@ -218,6 +225,39 @@ void install_callback_here() {
     Py_XDECREF(callbacks);
     Py_XDECREF(mod);
 }
+
+// ---- cowguard-gc = between ----------------------------------------------------------------
+
+// gc.get_count() of the current interpreter; false when it cannot be read.
+bool read_counts(long (&count)[3]) {
+    PyObject* c = call_gc("get_count");
+    bool ok = c && PyTuple_Check(c) && PyTuple_GET_SIZE(c) == 3;
+    for (int g = 0; ok && g < 3; g++) count[g] = PyLong_AsLong(PyTuple_GET_ITEM(c, g));
+    Py_XDECREF(c);
+    if (PyErr_Occurred()) ok = false;
+    PyErr_Clear();
+    return ok;
+}
+
+int64_t sampled_private() { return ctx().slot ? ctx().slot->figures.uss.load() : 0; }
+
+// The tick of a mule or spooler: a Python thread (so CPython stops it at finalization like any
+// daemon thread) that sleeps with the GIL released, then asks what a worker asks after a
+// request. It takes the GIL once a tick, like a thread of the app would.
+PyObject* tick_loop(PyObject*, PyObject*) {
+    const ProcessState& gc = ctx().gc;
+    auto whole = static_cast<time_t>(gc.tick_s);
+    timespec ts{whole, static_cast<long>((gc.tick_s - static_cast<double>(whole)) * 1e9)};
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        nanosleep(&ts, nullptr);
+        Py_END_ALLOW_THREADS
+        collect_between(ctx(), gc.tick_harakiri_left_s ? gc.tick_harakiri_left_s() : -1);
+    }
+}
+
+PyMethodDef g_tick_def = {"cowguard_gc_tick", tick_loop, METH_NOARGS,
+                          "cowguard-gc = between in a mule or spooler: collects on a timer, as workers do after requests."};
 
 }  // namespace
 
@@ -290,6 +330,13 @@ void apply_worker_policy(Context& context, int64_t known_frozen) {
                 set_threshold(settings.thresholds);
                 PyGC_Enable();
             }
+            if (settings.gc == GcPolicy::Between && !context.gc.between) {
+                between::Trigger trigger;
+                trigger.threshold[0] = settings.between.t0;
+                trigger.threshold[1] = settings.between.t1;
+                trigger.threshold[2] = settings.between.t2;
+                context.gc.between.emplace(trigger);
+            }
             if (known_frozen < 0) frozen += freeze_count_here();
             if (ts == interps.front()) {
                 enabled = PyGC_IsEnabled();
@@ -319,6 +366,46 @@ void check_after_request(Context& context) {
             }
         });
     }
+}
+
+void collect_between(Context& context, int64_t harakiri_left_s) {
+    if (!context.gc.between) return;
+    for (PyThreadState* ts : context.interps) {
+        in_interpreter(ts, [&] {
+            between::Observation now;
+            if (!read_counts(now.count)) return;
+            now.private_bytes = sampled_private();
+            now.harakiri_left_s = harakiri_left_s;
+            int gen = context.gc.between->decide(now);
+            if (gen == between::kNone) return;
+            PyObject* args = Py_BuildValue("(i)", gen);
+            context.gc.collecting_between = true;
+            Py_XDECREF(call_gc("collect", args));
+            context.gc.collecting_between = false;
+            Py_XDECREF(args);
+            PyErr_Clear();
+            context.gc.between->collected(sampled_private());
+        });
+    }
+}
+
+void start_between_tick(Context& context, double seconds, int64_t (*harakiri_left_s)()) {
+    if (!context.gc.between || context.gc.tick_started || context.interps.empty()) return;
+    context.gc.tick_started = true;
+    context.gc.tick_s = seconds;
+    context.gc.tick_harakiri_left_s = harakiri_left_s;
+    in_interpreter(context.interps.front(), [] {
+        PyObject* thread = PyImport_ImportModule("_thread");
+        PyObject* fn = PyCFunction_New(&g_tick_def, nullptr);
+        PyObject* res = thread && fn ? PyObject_CallMethod(thread, "start_new_thread", "(O())", fn) : nullptr;
+        if (!res) {
+            LOG("cowguard-gc = between: could not start the collection tick (pid %d):", static_cast<int>(getpid()));
+            PyErr_Print();
+        }
+        Py_XDECREF(res);
+        Py_XDECREF(fn);
+        Py_XDECREF(thread);
+    });
 }
 
 }  // namespace cowguard::gc

@@ -250,6 +250,13 @@ PyObject* gc_dict(const GcFigures& g) {
     put(gc, "time_ms", PyFloat_FromDouble(g.time_ms));
     put(gc, "blocked_calls", PyLong_FromUnsignedLongLong(g.blocked_calls));
     put(gc, "restored", PyLong_FromUnsignedLongLong(g.restored));
+    for (const auto& [key, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &g.in_request},
+                                     {"after_request", &g.after_request}})
+        put(gc, key, Py_BuildValue("{s:(KKK),s:(ddd)}", "collections",
+                                   static_cast<unsigned long long>(phase->collections[0]),
+                                   static_cast<unsigned long long>(phase->collections[1]),
+                                   static_cast<unsigned long long>(phase->collections[2]), "time_ms",
+                                   phase->time_ms[0], phase->time_ms[1], phase->time_ms[2]));
     return gc;
 }
 

@@ -6,7 +6,7 @@
 //   python pre/post_uwsgi_fork (wrapped)  around a worker's fork   the worker's stop signals held
 //   python post_fork (wrapped)  worker, mule, spooler   worker GC policy, slot
 //   python fixup (wrapped)      worker, handlers set     the worker's stop signals released
-//   cowguard_after_request      worker, each request    counters; GC state check under gc=off
+//   cowguard_after_request      worker, each request    counters; collection under gc=between, GC state check under gc=off
 //   python atexit (wrapped)     worker, mule, spooler   fast exit
 //   master_cleanup  master, before a reload's exec, at exit   the stats thread finishes its clients
 // uWSGI calls a generic plugin's post_fork only in workers, and after_request only for the
@@ -414,7 +414,7 @@ void log_policy(const char* where) {
              "workers: gc %s, guard %s, fast exit %s",
              where, static_cast<unsigned long long>(g_ctx.freeze.frozen), g_ctx.freeze.ms, g_ctx.freeze.interpreters,
              g_ctx.freeze.interpreters == 1 ? "" : "s", static_cast<unsigned long long>(g_ctx.freeze.collected), immortal, holes,
-             describe_policy(g_ctx.settings.gc, g_ctx.settings.thresholds).c_str(), guard_name(g_ctx.settings.guard),
+             describe_gc(g_ctx.settings).c_str(), guard_name(g_ctx.settings.guard),
              g_ctx.settings.fast_exit ? "on" : "off");
 }
 
@@ -431,6 +431,7 @@ void process_started() {
     int64_t known = g_ctx.freeze.interpreters > 0 ? static_cast<int64_t>(g_ctx.freeze.frozen) : -1;
     if (!(worker && lazy_mode() && g_ctx.settings.freeze)) gc::apply_worker_policy(g_ctx, known);
     if (slot) slot->publish(getpid());
+    glue::between_process_started(g_ctx);
 }
 
 // The python plugin mounts `mount` apps in the master without taking the GIL (it does so only
@@ -528,6 +529,7 @@ void cowguard_after_request(struct wsgi_request* wsgi_req) {
             return;
         }
     }
+    if (g_ctx.settings.gc == GcPolicy::Between) glue::between_after_request(g_ctx);
     if (g_ctx.settings.gc != GcPolicy::Off) return;
     gc::GilScope gil;
     gc::check_after_request(g_ctx);

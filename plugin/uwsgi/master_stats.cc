@@ -340,6 +340,7 @@ void metrics_register() {
             {"gc_collections", 108, &s->gc_collections_total},
             {"gc_blocked_calls", 109, &s->blocked_calls},
             {"cowguard_recycles", 110, &slot->recycles},
+            {"gc_in_request_collections", 111, &s->gc_in_request_total},
         };
         for (auto& e : m) {
             snprintf(name, sizeof(name), "worker.%d.%s", i, e.suffix);
@@ -456,14 +457,19 @@ void log_exit_line() {
     uint64_t peak = peak_private(f, read_mem(getpid(), m) ? m.uss() : 0);
     read_stat(getpid(), st);
     log_line("%s (pid %d) exiting: %llu requests, peak private %s, %llu minor faults, %llu major faults, "
-             "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls",
+             "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls; of those collections, after requests "
+             "%llu/%llu/%llu (%.1f ms)",
              describe(context().process).c_str(), static_cast<int>(getpid()),
              static_cast<unsigned long long>(f.requests.load()), mb_text(peak).c_str(),
              static_cast<unsigned long long>(st.minflt), static_cast<unsigned long long>(st.majflt),
              static_cast<unsigned long long>(f.collections[0].load()),
              static_cast<unsigned long long>(f.collections[1].load()),
              static_cast<unsigned long long>(f.collections[2].load()),
-             static_cast<double>(f.gc_time_ns.load()) / 1e6, static_cast<unsigned long long>(f.blocked_calls.load()));
+             static_cast<double>(f.gc_time_ns.load()) / 1e6, static_cast<unsigned long long>(f.blocked_calls.load()),
+             static_cast<unsigned long long>(f.after_collections[0].load()),
+             static_cast<unsigned long long>(f.after_collections[1].load()),
+             static_cast<unsigned long long>(f.after_collections[2].load()),
+             static_cast<double>(f.after_time_ns[0].load() + f.after_time_ns[1].load() + f.after_time_ns[2].load()) / 1e6);
 }
 
 }  // namespace cowguard::glue

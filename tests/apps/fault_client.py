@@ -16,7 +16,7 @@ TOP_KEYS = {"version", "options", "frozen_objects", "freeze_ms", "warmup_ms", "t
 WORKER_KEYS = {"peak_private", "recycles"}  # always there; the sampled ones only once sampled
 SAMPLED_KEYS = {"shared", "private", "swap", "minflt", "majflt", "minflt_per_request"}
 GC_KEYS = {"enabled", "thresholds", "frozen", "collections", "collected", "uncollectable", "time_ms",
-           "blocked_calls", "restored"}
+           "blocked_calls", "restored", "in_request", "after_request"}
 # What the master logs when a worker's end surprised it (a kill we did on purpose says DAMN too).
 SURPRISES = ["DAMN", "MISTERIOUSLY", "inconsistent state", "NO MERCY"]
 # A new worker's sampled memory once showed before its slot was published, with peak_private 0
@@ -43,8 +43,9 @@ def stats(port, timeout=5):
 
 def policy_thresholds(log):
     """The workers' GC thresholds the master announced: "[cowguard] master: froze ... workers: gc
-    young (thresholds 10000,20,100)" (or "gc thresholds 700,10,10"; None for "gc off")."""
-    m = re.search(r"workers: gc (?:young \(thresholds ([\d,]+)\)|thresholds ([\d,]+)|off)", log)
+    between (thresholds 10000,20,100 in requests, ...)" (or "gc young (thresholds 10000,20,100)",
+    "gc thresholds 700,10,10"; None for "gc off")."""
+    m = re.search(r"workers: gc (?:(?:young|between) \(thresholds ([\d,]+)[ )]|thresholds ([\d,]+)|off)", log)
     assert m, f"no policy line in the log:\n{log[-3000:]}"
     text = m.group(1) or m.group(2)
     if text is None:

@@ -56,9 +56,10 @@ def documented_valid(option, value):
     t = value.strip().lower()
     if accepts == "true or false":
         return t in BOOLS
-    if accepts.startswith("young, off or T0[,T1[,T2]]"):
+    if accepts.startswith("young, between, off or T0[,T1[,T2]]") or accepts.startswith("T0[,T1[,T2]] (integers"):
         parts = [p.strip() for p in t.split(",")]
-        return t in ("young", "off") or (1 <= len(parts) <= 3 and all(digits(p, 1_000_000_000) for p in parts))
+        words = ("young", "between", "off") if accepts.startswith("young") else ()
+        return t in words or (1 <= len(parts) <= 3 and all(digits(p, 1_000_000_000) for p in parts))
     if accepts == "block, warn or allow":
         return t in ("block", "warn", "allow")
     if accepts.startswith("seconds, a number from 0.1 to 3600"):
@@ -197,8 +198,10 @@ def assert_works(r):
 def extra_values(option):
     """Boundary values worth a run besides the four bad kinds, per documented type."""
     accepts = OPTIONS[option]
-    if accepts.startswith("young, off"):
-        return ["1000000000", "1000000001", "700,10,10", " 700 , 10 ", "1,2,3,4", "young,1", "OFF"]
+    if accepts.startswith("young, between, off"):
+        return ["1000000000", "1000000001", "700,10,10", " 700 , 10 ", "1,2,3,4", "young,1", "OFF", " Between "]
+    if accepts.startswith("T0[,T1[,T2]] (integers"):
+        return ["0", "1000000000", "1000000001", " 700 , 10 ", "1,2,3,4", "between", "700,"]
     if accepts.startswith("seconds"):
         return ["3600", "3600.1", "0.1", "0.09", "1e1", ".5"]
     if accepts.startswith("megabytes"):
@@ -268,6 +271,7 @@ DUPLICATES = {
     "cowguard-immortalize": ("true", "false", "false"),
     "cowguard-fill-holes": ("false", "true", "true"),
     "cowguard-gc": ("off", "700, 10,10", "700,10,10"),
+    "cowguard-gc-between": ("100", "2000, 5", "2000,5,10"),
     "cowguard-guard": ("warn", "allow", "allow"),
     "cowguard-fast-exit": ("false", "true", "true"),
     "cowguard-stats": ("false", "true", "true"),

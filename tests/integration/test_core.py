@@ -9,7 +9,7 @@ from conftest import APPS, PLUGIN, STOCK_THRESHOLD
 YOUNG = [10000, 20, 100]
 
 
-def test_defaults_freeze_and_young_policy_in_every_worker(uwsgi):
+def test_defaults_freeze_and_between_policy_in_every_worker(uwsgi):
     u = uwsgi(["--workers", 3, "--wsgi-file", APPS / "gcstate.py"]).wait_ready()
     states = u.every_worker("/", 3)
     for s in states.values():
@@ -19,12 +19,14 @@ def test_defaults_freeze_and_young_policy_in_every_worker(uwsgi):
         assert s["threshold"] == YOUNG
     m = re.search(r"\[cowguard\] master: froze (\d+) objects in ([\d.]+) ms", u.log())
     assert m and int(m.group(1)) > 20000, u.log()
-    assert "workers: gc young (thresholds 10000,20,100), guard block, fast exit on" in u.log()
+    assert ("workers: gc between (thresholds 10000,20,100 in requests, after requests at 700,10,10), "
+            "guard block, fast exit on") in u.log()
 
 
 @pytest.mark.parametrize("value,enabled,threshold", [
     ("off", False, [0, 10, 10]),
     ("young", True, YOUNG),
+    ("between", True, YOUNG),
     ("1000,15,30", True, [1000, 15, 30]),
     ("2000", True, [2000, 10, 10]),
 ])
@@ -126,10 +128,10 @@ def test_master_switch_off_is_stock(uwsgi):
 
 @pytest.mark.parametrize("option,value,accepts", [
     ("cowguard", "maybe", "true or false"),
-    ("cowguard-gc", "sometimes", "young, off or T0[,T1[,T2]]"),
-    ("cowguard-gc", "1,2,3,4", "young, off or T0[,T1[,T2]]"),
-    ("cowguard-gc", "-5", "young, off or T0[,T1[,T2]]"),
-    ("cowguard-gc", "10,", "young, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "sometimes", "young, between, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "1,2,3,4", "young, between, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "-5", "young, between, off or T0[,T1[,T2]]"),
+    ("cowguard-gc", "10,", "young, between, off or T0[,T1[,T2]]"),
     ("cowguard-guard", "deny", "block, warn or allow"),
     ("cowguard-freeze", "", "true or false"),
     ("cowguard-fast-exit", "2", "true or false"),

@@ -41,9 +41,10 @@ UWSGITOP_TOP = ["version", "listen_queue", "cwd", "uid", "gid", "pid", "workers"
 COWGUARD_WORKER_KEYS = {"shared", "private", "swap", "minflt", "majflt", "minflt_per_request", "peak_private",
                         "recycles", "gc"}
 GC_KEYS = {"enabled", "thresholds", "frozen", "collections", "collected", "uncollectable", "time_ms",
-           "blocked_calls", "restored"}
+           "blocked_calls", "restored", "in_request", "after_request"}
 WORKER_METRICS = ["uss_size", "pss_size", "shared_size", "swap_size", "minor_faults", "major_faults",
-                  "peak_uss_size", "gc_collections", "gc_blocked_calls", "cowguard_recycles"]
+                  "peak_uss_size", "gc_collections", "gc_blocked_calls", "cowguard_recycles",
+                  "gc_in_request_collections"]
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def test_fields_exist_with_sane_values(uwsgi):
     assert sorted(top["options"]) == option_names()
     assert all(isinstance(v, str) for v in top["options"].values())
     assert top["options"]["cowguard-stats-interval"] == INTERVAL
-    assert top["options"]["cowguard-gc"] == "young"
+    assert top["options"]["cowguard-gc"] == "between"
     assert top["options"]["cowguard-guard"] == "block"
     assert top["options"]["cowguard-reload-on-uss"] == "0"
     m = re.search(r"\[cowguard\] master: froze (\d+) objects in ([\d.]+) ms", u.log())

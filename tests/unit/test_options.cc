@@ -35,8 +35,9 @@ START_TEST(defaults) {
     ck_assert(!r.error);
     ck_assert(r.notes.empty());
     ck_assert(s.enabled && s.freeze && s.collect_before_freeze && s.fast_exit && s.stats && !s.trim);
-    ck_assert(s.gc == GcPolicy::Young);
-    ck_assert_int_eq(s.thresholds.t0, kYoungThresholds.t0);
+    ck_assert(s.gc == GcPolicy::Between);
+    ck_assert_int_eq(s.thresholds.t0, kYoungThresholds.t0);  // inside requests
+    ck_assert_int_eq(s.between.t0, kBetweenAfterRequest.t0);
     ck_assert(s.guard == GuardMode::Block);
     ck_assert(s.warmup_errors == WarmupErrors::Fatal);
     ck_assert(s.immortalize == Toggle::Auto && s.fill_holes == Toggle::Auto);
@@ -46,7 +47,7 @@ START_TEST(defaults) {
     ck_assert(s.warmup_requests.empty() && s.warmup_after.empty() && !s.warmup_dry_run);
     ck_assert_int_eq(s.warmup_rounds, 1);
     // Every name is known, and only the warmup callables and request files keep a list.
-    ck_assert_uint_eq(option_names().size(), 25);
+    ck_assert_uint_eq(option_names().size(), 26);
     ck_assert_int_eq(s.cow_report_signal, 99);
     for (const auto& n : option_names())
         ck_assert(option_is_list(n) ==
@@ -138,6 +139,11 @@ START_TEST(gc_policy_forms) {
     ck_assert_str_eq(off.c_str(), "off");
     ck_assert_str_eq(two.c_str(), "thresholds 700,10");
     ck_assert_str_eq(guard_name(GuardMode::Allow), "allow");
+    ck_assert(parse_gc_policy(" BETWEEN", p, t));
+    ck_assert(p == GcPolicy::Between);
+    ck_assert_int_eq(t.t0, 10000);  // inside requests: the young thresholds
+    std::string between = describe_policy(GcPolicy::Between, kYoungThresholds);
+    ck_assert_str_eq(between.c_str(), "between (thresholds 10000,20,100 in requests)");
 }
 END_TEST
 
@@ -186,6 +192,40 @@ START_TEST(non_numeric_values) {
     }
     for (const char* v : {"abc", "1e3", ".5", "1.", "1.2.3", "nan", "inf", "0x10", "1,5"})
         ck_assert_msg(rejected("cowguard-stats-interval", v), "interval accepted %s", v);
+}
+END_TEST
+
+START_TEST(between_thresholds) {
+    GcThresholds t;
+    ck_assert(parse_between_thresholds("2000", t));
+    ck_assert_int_eq(t.t0, 2000);
+    ck_assert_int_eq(t.t1, 10);  // not given: kBetweenAfterRequest's
+    ck_assert_int_eq(t.t2, 10);
+    ck_assert(parse_between_thresholds(" 0 , 5 , 0 ", t));
+    ck_assert_int_eq(t.t0, 0);
+    ck_assert_int_eq(t.t1, 5);
+    ck_assert_int_eq(t.t2, 0);
+    for (const char* v : {"-1", "young", "between", "off", "1,2,3,4", "700,", ",700", "1000000001", "1.5", "7e2"})
+        ck_assert_msg(rejected("cowguard-gc-between", v), "gc-between accepted %s", v);
+    RawOptions raw{{"cowguard-gc", {"between"}}, {"cowguard-gc-between", {"1000,5"}}};
+    Settings s;
+    ck_assert(!build_settings(raw, s).error);
+    ck_assert(s.gc == GcPolicy::Between);
+    ck_assert_int_eq(s.between.t0, 1000);
+    ck_assert_int_eq(s.between.t1, 5);
+    ck_assert_int_eq(s.between.t2, 10);
+    std::string line = describe_gc(s);
+    ck_assert_str_eq(line.c_str(), "between (thresholds 10000,20,100 in requests, after requests at 1000,5,10)");
+    bool listed = false;
+    for (const auto& [name, value] : describe_settings(s))
+        if (name == "cowguard-gc-between") listed = value == "1000,5,10";
+    ck_assert(listed);
+    // The error line names the option and what it accepts.
+    Settings bad;
+    BuildResult r = build_settings(RawOptions{{"cowguard-gc-between", {"lots"}}}, bad);
+    ck_assert(r.error);
+    ck_assert_msg(r.error->rfind("cowguard-gc-between: 'lots' is not valid; accepts T0[,T1[,T2]]", 0) == 0, "%s",
+                  r.error->c_str());
 }
 END_TEST
 
@@ -281,7 +321,7 @@ START_TEST(bad_early_value_is_an_error) {
     Settings s;
     s.guard = GuardMode::Allow;  // must survive the failed build
     std::string e = error_of("cowguard-gc", {"bogus", "young"}, &s);
-    ck_assert_str_eq(e.c_str(), "cowguard-gc: 'bogus' is not valid; accepts young, off or T0[,T1[,T2]] (integers 0..1000000000)");
+    ck_assert_str_eq(e.c_str(), "cowguard-gc: 'bogus' is not valid; accepts young, between, off or T0[,T1[,T2]] (integers 0..1000000000)");
     ck_assert(s.guard == GuardMode::Allow);
     ck_assert(!error_of("cowguard-reload-on-uss", {"1x", "512"}).empty());
     ck_assert(!error_of("cowguard-warmup", {"a:b", "nope", "c:d"}).empty());
@@ -352,6 +392,7 @@ int main() {
     tcase_add_test(bad, huge_values);
     tcase_add_test(bad, non_numeric_values);
     tcase_add_test(bad, threshold_lists);
+    tcase_add_test(bad, between_thresholds);
     tcase_add_test(bad, unknown_words);
     tcase_add_test(bad, listen_addresses);
     tcase_add_test(bad, instance_names);

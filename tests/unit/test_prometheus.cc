@@ -56,6 +56,10 @@ ExposedProcess process(ExposedProcess::Kind kind, int id, uint64_t base) {
     f.gc.collections[1] = 1;
     f.gc.collected = 99;
     f.gc.time_ms = 1.5;
+    f.gc.in_request.collections[0] = 3;
+    f.gc.after_request.collections[0] = 4;
+    f.gc.after_request.collections[1] = 1;
+    f.gc.after_request.time_ms[1] = 500;
     if (kind == ExposedProcess::Kind::Worker) {
         p.has_uwsgi = true;
         p.uwsgi.requests = 40 + static_cast<uint64_t>(id);
@@ -235,6 +239,14 @@ START_TEST(values_are_the_figures) {
     expect_value(p, "cowguard_process_gc_seconds_total", w1, "0.0015");
     expect_value(p, "cowguard_process_gc_collections_total", {{"worker", "1"}, {"generation", "0"}}, "7");
     expect_value(p, "cowguard_process_gc_threshold", {{"worker", "2"}, {"generation", "2"}}, "100");
+    expect_value(p, "cowguard_process_gc_phase_collections_total",
+                 {{"worker", "1"}, {"generation", "0"}, {"phase", "in_request"}}, "3");
+    expect_value(p, "cowguard_process_gc_phase_collections_total",
+                 {{"worker", "1"}, {"generation", "1"}, {"phase", "after_request"}}, "1");
+    expect_value(p, "cowguard_process_gc_phase_collections_total",
+                 {{"worker", "2"}, {"generation", "2"}, {"phase", "after_request"}}, "0");
+    expect_value(p, "cowguard_process_gc_phase_seconds_total",
+                 {{"worker", "1"}, {"generation", "1"}, {"phase", "after_request"}}, "0.5");
     expect_value(p, "cowguard_worker_requests_total", w2, "42");
     expect_value(p, "cowguard_worker_respawns_total", w1, "3");
     expect_value(p, "cowguard_worker_status", {{"worker", "1"}, {"status", "busy"}}, "1");

@@ -78,6 +78,12 @@ ProcessFigures sampled(int pid) {
     p.gc.time_ms = 0.75;
     p.gc.blocked_calls = 2;
     p.gc.restored = 1;
+    p.gc.in_request.collections[0] = 2;
+    p.gc.in_request.time_ms[0] = 0.25;
+    p.gc.after_request.collections[0] = 5;
+    p.gc.after_request.collections[1] = 1;
+    p.gc.after_request.time_ms[0] = 0.375;
+    p.gc.after_request.time_ms[1] = 0.125;
     return p;
 }
 
@@ -179,6 +185,15 @@ START_TEST(merged_worker_has_cowguard_figures) {
     ck_assert_double_eq_tol(json_real_value(json_object_get(gc, "time_ms")), 0.75, 1e-12);
     ck_assert_int_eq(int_at(gc, "blocked_calls"), 2);
     ck_assert_int_eq(int_at(gc, "restored"), 1);
+    json_t* inside = json_object_get(gc, "in_request");
+    json_t* after = json_object_get(gc, "after_request");
+    ck_assert_uint_eq(json_array_size(json_object_get(inside, "collections")), 3);
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(inside, "collections"), 0)), 2);
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(inside, "collections"), 2)), 0);
+    ck_assert_double_eq_tol(json_real_value(json_array_get(json_object_get(inside, "time_ms"), 0)), 0.25, 1e-12);
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(after, "collections"), 1)), 1);
+    ck_assert_uint_eq(json_array_size(json_object_get(after, "time_ms")), 3);
+    ck_assert_double_eq_tol(json_real_value(json_array_get(json_object_get(after, "time_ms"), 0)), 0.375, 1e-12);
 }
 END_TEST
 
