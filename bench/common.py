@@ -354,7 +354,9 @@ def parse_wrk(out):
 
 
 def wrk_cmd(url, seconds, script=None, connections=WRK_CONNECTIONS):
-    cmd = [WRK, "-t%d" % WRK_THREADS, "-c%d" % connections, "-d%ds" % seconds, "--latency"]
+    # --timeout: a cold worker's first requests (a Django project loading its views) can take seconds on a
+    # busy host; wrk's default 2 s would count them as errors instead of requests
+    cmd = [WRK, "-t%d" % WRK_THREADS, "-c%d" % connections, "-d%ds" % seconds, "--timeout", "10s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
     return cmd + [url]

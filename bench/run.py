@@ -140,7 +140,8 @@ class Durations:
 
 def durations(mode, app):
     if mode == "quick":
-        return Durations(load_s=3, cycles_s=1, warm_s=2, stop=(app == "gcheavy"))
+        # graphite's cold workers spend their first seconds loading views and functions
+        return Durations(load_s=5 if app == "graphite" else 3, cycles_s=1, warm_s=2, stop=(app == "gcheavy"))
     return Durations(load_s=10, cycles_s=3, warm_s=3, stop=app in ("gcheavy", "heapread"),
                      cold_stop=(app == "gcheavy"), rounds=3 if app in ("heapread", "graphite") else 0)
 
