@@ -129,7 +129,8 @@ CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 
 @dataclass
 class Durations:
-    load_s: int          # main phase: wrk on the app
+    load_s: int          # main phase: wrk on the app (measured)
+    prewarm_s: int = 0   # main phase: wrk on the app before the measured load; memory counts it, req/s not
     cycles_s: int        # then wrk on /cycles
     warm_s: int = 3      # stop phase: load before SIGTERM
     stop: bool = False   # run the (warm) stop phase
@@ -139,10 +140,12 @@ class Durations:
 
 
 def durations(mode, app):
+    # a cold Django project's workers spend their first seconds (more on a busy host) importing views,
+    # graphite's functions and its pyparsing grammar: req/s is measured after that, memory from the start
+    prewarm = 5 if app in ("graphite", "django") else 0
     if mode == "quick":
-        # graphite's cold workers spend their first seconds loading views and functions
-        return Durations(load_s=5 if app == "graphite" else 3, cycles_s=1, warm_s=2, stop=(app == "gcheavy"))
-    return Durations(load_s=10, cycles_s=3, warm_s=3, stop=app in ("gcheavy", "heapread"),
+        return Durations(load_s=3, prewarm_s=prewarm, cycles_s=1, warm_s=2, stop=(app == "gcheavy"))
+    return Durations(load_s=10, prewarm_s=prewarm, cycles_s=3, warm_s=3, stop=app in ("gcheavy", "heapread"),
                      cold_stop=(app == "gcheavy"), rounds=3 if app in ("heapread", "graphite") else 0)
 
 
@@ -234,8 +237,8 @@ def cow_report(u, cow_dir, pids):
 # ---------------------------------------------------------------- phases
 
 def main_phase(app, config, args, d, plugin, logdir):
-    """args.workers workers: d.load_s of load on the app, memory sampled every second, the
-    copy-on-write report (cowguard), then d.cycles_s of /cycles."""
+    """args.workers workers: d.prewarm_s then d.load_s (measured) of load on the app, memory sampled
+    every second from the start, the copy-on-write report (cowguard), then d.cycles_s of /cycles."""
     cow_dir = None
     if config.cowguard:
         cow_dir = logdir / ("cow-%s-%s-%d" % (app, config.name, time.monotonic_ns()))
@@ -251,15 +254,18 @@ def main_phase(app, config, args, d, plugin, logdir):
             res["gc_state_first_worker"] = gc_body.decode(errors="replace")[:200]
         pids = u.worker_pids()
         time.sleep(0.2)
-        flt0 = {p: minflt(p) for p in pids}
         before = sample_workers(pids)
         series = [{"t": 0.0, "workers": before}]
 
         def tick(t):
             series.append({"t": round(t, 2), "workers": sample_workers(pids)})
 
+        if d.prewarm_s:
+            run_wrk(u.url(a.path), d.prewarm_s, a.wrk_script, on_tick=tick)
+        t_load = d.prewarm_s
+        flt0 = {p: minflt(p) for p in pids}
         acct = CpuAccount([u.pid] + pids)
-        w = run_wrk(u.url(a.path), d.load_s, a.wrk_script, on_tick=tick)
+        w = run_wrk(u.url(a.path), d.load_s, a.wrk_script, on_tick=lambda t: tick(t_load + t))
         res.update(acct.finish())
         # uWSGI's own CPU per request: unlike req/s, barely moved by other processes on the host
         res["cpu_ms_per_request"] = cpu_ms_per_request(res, w)
@@ -269,7 +275,7 @@ def main_phase(app, config, args, d, plugin, logdir):
                 % res["foreign_cpu_pct"])
         end = sample_workers(pids)
         flt1 = {p: minflt(p) for p in pids if p in end}
-        series.append({"t": float(d.load_s), "workers": end})
+        series.append({"t": float(d.prewarm_s + d.load_s), "workers": end})
         master = smaps(u.pid)
         now_pids = u.worker_pids()
         if sorted(now_pids) != sorted(pids):
@@ -623,7 +629,8 @@ def measure_stops(app, config, args, d, plugin, logdir, entry):
 def measure_throughput(app, a, configs, args, d, plugin, logdir):
     log("%s: interleaved throughput, %d rounds of %ss per configuration" % (app, d.rounds, d.round_s))
     try:
-        figures = throughput_rounds(app, configs, args.workers, plugin, logdir, d.rounds, d.round_s)
+        figures = throughput_rounds(app, configs, args.workers, plugin, logdir, d.rounds, d.round_s,
+                                    warm_s=max(2, d.prewarm_s))
     except Exception as e:  # noqa: BLE001 - reported, the other figures stand
         log("%s: interleaved throughput failed: %s" % (app, e))
         a["notes"].append("interleaved throughput failed: %s" % e)
