@@ -13,12 +13,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's default Python, the one the python3 plugin links. procps: the tests read worker pids
 # with ps. wrk: load in tests and benchmarks. prometheus, graphite-carbon and python3-whisper: the
 # fleet tests start a real Prometheus server and a real carbon-cache.
-PKGS := uwsgi-dev uwsgi-plugin-python3 libjansson-dev check pkg-config cmake g++ make \
-        python3-dev python3-pytest python3-django procps wrk \
+# `make build` needs BUILD_PKGS only; the tests need all of PKGS.
+BUILD_PKGS := uwsgi-dev uwsgi-plugin-python3 libjansson-dev check pkg-config cmake g++ make python3-dev
+PKGS := $(BUILD_PKGS) python3-pytest python3-django procps wrk \
         prometheus graphite-carbon python3-whisper
-# Only the benchmarks (make demo, make bench*): the plots, and graphite-web, the third-party Django
-# project the benchmark serves.
-BENCH_PKGS := python3-matplotlib graphite-web
+# The benchmarks (make demo, make bench*): load, pids, the plots, the bench's Django project and
+# graphite-web, the third-party Django project it serves.
+BENCH_PKGS := procps wrk python3-django python3-matplotlib graphite-web
 
 # $(call install_missing,PACKAGES): apt-get install those not installed (idempotent, quiet when none).
 define install_missing
@@ -31,15 +32,18 @@ define install_missing
 	fi
 endef
 
-.PHONY: deps deps-bench build build-uwsgi unit integration test demo bench bench-quick bench-here bench-extra install clean
+.PHONY: deps deps-build deps-bench build build-uwsgi unit integration test demo bench bench-quick bench-here bench-extra install clean
 
 deps:
 	$(call install_missing,$(PKGS))
 
-deps-bench: deps
+deps-build:
+	$(call install_missing,$(BUILD_PKGS))
+
+deps-bench: deps-build
 	$(call install_missing,$(BENCH_PKGS))
 
-build: deps
+build: deps-build
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j2
 
@@ -51,7 +55,7 @@ build-uwsgi: deps
 unit: build
 	cd $(BUILD) && ctest --output-on-failure
 
-integration: build
+integration: build deps
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 test: unit integration test-sanitize fuzz
