@@ -130,8 +130,8 @@ CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 @dataclass
 class Durations:
     load_s: int          # main phase: wrk on the app (measured)
-    prewarm_s: int = 0   # main phase: wrk on the app before the measured load; memory counts it, req/s not
     cycles_s: int        # then wrk on /cycles
+    prewarm_s: int = 0   # main phase: wrk on the app before the measured load; memory counts it, req/s not
     warm_s: int = 3      # stop phase: load before SIGTERM
     stop: bool = False   # run the (warm) stop phase
     cold_stop: bool = False  # and the cold one (workers served COLD_REQUESTS_PER_WORKER requests each)
