@@ -535,9 +535,10 @@ def parse_args(argv):
     ap.add_argument("--out", help="results directory (default bench/results/<timestamp>)")
     ap.add_argument("--retries", type=int, default=1,
                     help="re-run a main phase up to this many times when other processes took more than "
-                         "%d%% of the CPU during its load, while the run stays within its time budget "
+                         "%d percent of the CPU during its load, while the run stays within its time budget "
                          "(default 1)" % FOREIGN_CPU_WARN_PCT)
-    ap.add_argument("--budget-s", type=float, help="time budget for retries (default: %s)" % BUDGET_S)
+    ap.add_argument("--budget-s", type=float, help="time budget for retries in seconds (default: %(quick)s quick, %(full)s full)"
+                    % BUDGET_S)
     args = ap.parse_args(argv)
     args.mode = "full" if args.full else "quick"
     args.app_names = [a.strip() for a in args.apps.split(",") if a.strip()]
