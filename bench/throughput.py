@@ -49,7 +49,7 @@ def table(figures):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--app", default="gcheavy", choices=sorted(run.APPS))
-    full = run.durations("full", "heapread")  # the same rounds as `make bench`
+    full = run.durations("full", "graphite")  # the same rounds as `make bench`
     ap.add_argument("--rounds", type=int, default=full.rounds)
     ap.add_argument("--seconds", type=int, default=full.round_s)
     ap.add_argument("--workers", type=int, default=4)
