@@ -153,7 +153,7 @@ def durations(mode, app):
 
 
 COLD_REQUESTS_PER_WORKER = 2
-BUDGET_S = {"quick": 270, "full": 600}  # retries of noisy loads only happen within these
+BUDGET_S = {"quick": 270, "full": 540}  # retries of noisy loads only happen within these
 STOP_TIMEOUT_S = 90
 FOREIGN_CPU_WARN_PCT = 10.0
 PSS_EVERY = 3  # during a stop, sum the group's PSS every 3rd 10 ms MemAvailable sample
@@ -268,7 +268,9 @@ def main_phase(app, config, args, d, plugin, logdir):
         t_load = d.prewarm_s
         flt0 = {p: minflt(p) for p in pids}
         acct = CpuAccount([u.pid] + pids)
-        w = run_wrk(u.url(a.path), d.load_s, a.wrk_script, on_tick=lambda t: tick(t_load + t))
+        # the last tick would land on the end-of-load sample taken below
+        w = run_wrk(u.url(a.path), d.load_s, a.wrk_script,
+                    on_tick=lambda t: tick(t_load + t) if t < d.load_s - 0.5 else None)
         res.update(acct.finish())
         # uWSGI's own CPU per request: unlike req/s, barely moved by other processes on the host
         res["cpu_ms_per_request"] = cpu_ms_per_request(res, w)
