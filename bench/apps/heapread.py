@@ -14,21 +14,18 @@ Python (only immortal objects, 3.12+, are exempt), so the page under it is copie
   /cycles   creates 200 objects in reference cycles and drops them (as gcheavy's).
   /gc       JSON with this worker's GC state.
 
-COWGUARD_BENCH_RECIPE (as bench/apps/gcheavy.py), applied at the end of import:
-  app-freeze      gc.collect(); gc.freeze()
-  article-recipe  gc.set_threshold(0); atexit.register(os._exit, 0)
+COWGUARD_BENCH_RECIPE (benchapp.py) is applied at the end of import.
 """
-import atexit
-import gc
-import json
 import os
 import random
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchapp  # noqa: E402  (bench/apps/benchapp.py: recipe, /cycles, /gc)
+
 ROWS = int(os.environ.get("HEAPREAD_ROWS", "300000"))
 CACHE_SIZE = 30000
 READS = 500  # rows looked up per request
-RECIPE = os.environ.get("COWGUARD_BENCH_RECIPE", "").strip()
 
 
 def _row(i):
@@ -42,14 +39,6 @@ HEAP = [_row(i) for i in range(ROWS)]
 INDEX = {(r["name"] if isinstance(r, dict) else r[1]): r for r in HEAP}
 CACHE = {k: (k, "cached-%d" % k, [k % 11]) for k in range(CACHE_SIZE)}
 _replaced = 0
-
-
-class Node:
-    __slots__ = ("peer", "payload", "__weakref__")
-
-    def __init__(self, payload):
-        self.peer = None
-        self.payload = payload
 
 
 def _read_rows():
@@ -73,25 +62,13 @@ def _replace_cache():
         CACHE[k] = (k, "cached-%d-%d" % (k, _replaced), [_replaced % 11])
 
 
-def _handle_cycles():
-    for _ in range(100):
-        a, b = Node(bytearray(1024)), Node(bytearray(1024))
-        a.peer, b.peer = b, a
-    return b"cycles 200\n"
-
-
-def _handle_gc():
-    return json.dumps({"pid": os.getpid(), "isenabled": gc.isenabled(), "threshold": list(gc.get_threshold()),
-                       "freeze_count": gc.get_freeze_count(), "recipe": RECIPE or None, "rows": ROWS,
-                       "cache_replaced": _replaced, "heap_refcount": sys.getrefcount(HEAP)}).encode()
-
-
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/cycles":
-        body, ctype = _handle_cycles(), "text/plain"
+        body, ctype = benchapp.cycles_body(), "text/plain"
     elif path == "/gc":
-        body, ctype = _handle_gc(), "application/json"
+        body, ctype = benchapp.gc_body(rows=ROWS, cache_replaced=_replaced,
+                                       heap_refcount=sys.getrefcount(HEAP)), "application/json"
     elif path == "/rw":
         text = _read_rows()
         _replace_cache()
@@ -102,11 +79,4 @@ def application(environ, start_response):
     return [body]
 
 
-if RECIPE == "app-freeze":
-    gc.collect()
-    gc.freeze()
-elif RECIPE == "article-recipe":
-    gc.set_threshold(0)
-    atexit.register(os._exit, 0)
-elif RECIPE:
-    raise RuntimeError("COWGUARD_BENCH_RECIPE=%r: expected app-freeze or article-recipe" % RECIPE)
+benchapp.apply_recipe()
