@@ -77,8 +77,8 @@ APPS = {a.name: a for a in [
         "GC-heavy app: 300k-row heap of 900k tracked containers (~95 MB) that requests never read; "
         "each request builds 3000 dicts"),
     App("heapread", BENCH / "apps" / "heapread.py",
-        "heap-reading app: 300k rows (half dicts with lists, half untracked tuples) and an index dict "
-        "(~1.5 M objects); each request looks up 500 random rows and builds a result dict per row"),
+        "heap-reading app: 100k rows (half dicts with lists, half untracked tuples), an index dict and a "
+        "30k-entry cache (~0.8 M objects, ~55 MB); each request looks up 500 random rows and builds a result dict per row"),
     App("heapcache", BENCH / "apps" / "heapread.py",
         "heapread whose requests also replace 100 random entries of a 30k-entry module-level cache",
         path="/rw"),

@@ -1,10 +1,11 @@
 """heapread: a WSGI app whose requests read its fork-time heap, as real apps read their module-level
 state (settings, lookup tables, caches) on every request (issues #14, #16).
 
-At import it builds HEAPREAD_ROWS (default 300,000) rows, half of them GC-tracked dicts holding a
+At import it builds HEAPREAD_ROWS (default 100,000) rows, half of them GC-tracked dicts holding a
 list, half tuples of ints, floats and strs (which the GC untracks after one pass over them), and an
 index dict from each row's name to the row; plus CACHE, a module-level dict of CACHE_SIZE (30,000)
-entries. About 1.5 M objects, ~130 MB. Every read writes the object's reference count on every
+entries. About 0.8 M objects, ~55 MB (small enough that a mortal worker copies most of it within
+the benchmark's short loads on a busy 2-core machine). Every read writes the object's reference count on every
 Python (only immortal objects, 3.12+, are exempt), so the page under it is copied in a worker.
 
   /         looks up READS (500) random rows by name, reads every field and builds a small result dict
@@ -23,7 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchapp  # noqa: E402  (bench/apps/benchapp.py: recipe, /cycles, /gc)
 
-ROWS = int(os.environ.get("HEAPREAD_ROWS", "300000"))
+ROWS = int(os.environ.get("HEAPREAD_ROWS", "100000"))
 CACHE_SIZE = 30000
 READS = 500  # rows looked up per request
 
