@@ -231,7 +231,10 @@ def markdown(results, heading_level=3, png_base=None):
 def runs_of(results):
     """{name: one run's results}: a merged results.json (bench/all.py) or a single run's."""
     if results.get("kind") == "merged":
-        return results.get("runs", {})
+        def python(item):
+            v = (item[1].get("versions") or {}).get("python") or "0"
+            return tuple(int(x) for x in v.split(".") if x.isdigit())
+        return dict(sorted(results.get("runs", {}).items(), key=python))
     v = results.get("versions", {})
     return {v.get("debian") or "this system": results}
 
