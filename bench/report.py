@@ -217,6 +217,11 @@ def markdown(results, heading_level=3, png_base=None):
             below.append("- note: %s" % note)
         for n in ordered_configs(app.get("configurations", {})):
             c = app["configurations"][n] or {}
+            if c.get("requests") == 0:
+                below.append("- note (%s): wrk counted no completed request during the measured load (no "
+                             "error, no timeout: every request still in flight when it ended)%s" % (
+                                 n, "; the interleaved rounds ran normally (%.0f req/s median)" % c["rps_interleaved"]
+                                 if c.get("rps_interleaved") else ""))
             for note in c.get("notes", []):
                 below.append("- note (%s): %s" % (n, note))
             for k in ("stop_error", "cold_stop_error"):
