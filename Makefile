@@ -13,11 +13,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's default Python, the one the python3 plugin links. procps: the tests read worker pids
 # with ps. wrk: load in tests and benchmarks. prometheus, graphite-carbon and python3-whisper: the
 # fleet tests start a real Prometheus server and a real carbon-cache.
-PKGS := uwsgi-dev uwsgi-plugin-python3 libjansson-dev check pkg-config cmake g++ make \
-        python3-dev python3-pytest python3-django procps wrk \
+# `make build` needs BUILD_PKGS only; the tests need all of PKGS.
+BUILD_PKGS := uwsgi-dev uwsgi-plugin-python3 libjansson-dev check pkg-config cmake g++ make python3-dev
+PKGS := $(BUILD_PKGS) python3-pytest python3-django procps wrk \
         prometheus graphite-carbon python3-whisper
-# Only the benchmarks' plots (make demo, make bench*).
-BENCH_PKGS := python3-matplotlib
+# The benchmarks (make demo, make bench*): load, pids, the plots, the bench's Django project and
+# graphite-web, the third-party Django project it serves.
+BENCH_PKGS := procps wrk python3-django python3-matplotlib graphite-web
 
 # $(call install_missing,PACKAGES): apt-get install those not installed (idempotent, quiet when none).
 define install_missing
@@ -30,19 +32,22 @@ define install_missing
 	fi
 endef
 
-.PHONY: deps deps-bench build build-uwsgi unit integration test demo bench bench-extra bench-quick install clean
+.PHONY: deps deps-build deps-bench build build-uwsgi unit integration test demo bench bench-quick bench-here bench-extra install clean
 
 deps:
 	$(call install_missing,$(PKGS))
 
-deps-bench: deps
+deps-build:
+	$(call install_missing,$(BUILD_PKGS))
+
+deps-bench: deps-build
 	$(call install_missing,$(BENCH_PKGS))
 
 # Warnings are errors under `make test` (and so in CI): WERROR=ON there, OFF for a plain build.
 WERROR ?= OFF
 test: WERROR = ON
 
-build: deps
+build: deps-build
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOWGUARD_WERROR=$(WERROR) >/dev/null
 	@cmake --build $(BUILD) -j2
 
@@ -54,7 +59,7 @@ build-uwsgi: deps
 unit: build
 	cd $(BUILD) && ctest --output-on-failure
 
-integration: build
+integration: build deps
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) -m pytest -q -p no:cacheprovider tests/integration
 
 test: unit integration test-sanitize fuzz
@@ -62,17 +67,25 @@ test: unit integration test-sanitize fuzz
 demo: build deps-bench
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/demo.py
 
+# The benchmark on this system and in each Debian chroot of BENCH_CHROOTS (one Python each; root),
+# merged into bench/results/<stamp>/results.json: about 30 minutes full, a few minutes per system quick.
+BENCH_CHROOTS ?= $(wildcard /work/chroots/trixie /work/chroots/forky)
 bench: build deps-bench
-	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --full
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/all.py --full $(addprefix --chroot ,$(BENCH_CHROOTS))
+
+bench-quick: build deps-bench
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/all.py --quick $(addprefix --chroot ,$(BENCH_CHROOTS))
+
+# This system only (what bench/all.py runs in each chroot): MODE=quick|full, OUT=results directory.
+MODE ?= full
+bench-here: build deps-bench
+	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --$(MODE) $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
 # What the stats and the Prometheus endpoint cost the master (64 workers) and what Django warmup and trim do: about 7 minutes.
 bench-extra: build deps-bench
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/stats_cost.py --workers 64 --seconds 30
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/prometheus_cost.py --workers 64 --seconds 30 --rounds 3
 	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/warmup_trim.py --rounds 3
-
-bench-quick: build deps-bench
-	COWGUARD_PLUGIN=$(abspath $(PLUGIN)) $(PY) bench/run.py --quick
 
 # uWSGI's plugin directory unless given (make install PLUGIN_DIR=...).
 PLUGIN_DIR ?= $(shell tools/uwsgi-python-config --plugin-dir)

@@ -5,7 +5,7 @@
    equivalent flags: master, 4 workers, plugins python3 + cowguard, http-socket on 127.0.0.1, the
    gcheavy app), puts 10 s of wrk load on it and prints each worker's private and shared memory.
 2. Same again with `--cowguard false` on the command line (it overrides the ini).
-3. Runs bench/run.py --quick (about 2 minutes).
+3. Runs bench/run.py --quick --apps gcheavy,heapread (about 2 minutes).
 Total under 3 minutes on 2 cores. Needs COWGUARD_PLUGIN (the Makefile sets it after building).
 """
 import argparse
@@ -74,7 +74,7 @@ def ini_command(plugin):
     if "cowguard" not in plugins:
         cmd += ["--plugin", plugin]
     if not any(k in s for k in ("wsgi-file", "module", "wsgi", "mount")):
-        cmd += ["--wsgi-file", str(run.APPS["gcheavy"]["wsgi_file"])]
+        cmd += ["--wsgi-file", str(run.APPS["gcheavy"].wsgi_file)]
     if "die-on-term" not in s:
         cmd += ["--die-on-term"]
     if "add-header" not in s:
@@ -85,14 +85,13 @@ def ini_command(plugin):
 def flags_command(plugin):
     port = run.free_port()
     cmd = [run.UWSGI, "--master", "--workers", str(WORKERS), "--plugin", "python3", "--plugin", plugin,
-           "--http-socket", "127.0.0.1:%d" % port, "--wsgi-file", str(run.APPS["gcheavy"]["wsgi_file"]),
+           "--http-socket", "127.0.0.1:%d" % port, "--wsgi-file", str(run.APPS["gcheavy"].wsgi_file),
            "--die-on-term", "--disable-logging", "--add-header", "Connection: close"]
     return cmd, port, WORKERS
 
 
 def measure(label, cmd, port, workers, logdir, expect_frozen):
-    u = run.Uwsgi("gcheavy", (label, "", [], False), workers, None, logdir / ("demo-%s.log" % label),
-                  override_cmd=cmd, port=port)
+    u = run.common.Uwsgi(cmd, port, workers, logdir / ("demo-%s.log" % label), name=label)
     try:
         gc_state = json.loads(u.start())
         frozen = gc_state.get("freeze_count", 0) > 0
@@ -125,7 +124,7 @@ def measure(label, cmd, port, workers, logdir, expect_frozen):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--no-bench", action="store_true", help="skip the final bench/run.py --quick")
+    ap.add_argument("--no-bench", action="store_true", help="skip the final bench/run.py --quick --apps gcheavy,heapread")
     ap.add_argument("--ini", default=str(DEFAULT_INI), help="uWSGI ini to demo (default configs/demo.ini)")
     args = ap.parse_args(argv)
     global INI
@@ -176,9 +175,9 @@ def main(argv=None):
     if args.no_bench:
         return 0
     print()
-    print("Now the side-by-side benchmark: bench/run.py --quick")
+    print("Now the side-by-side benchmark: bench/run.py --quick --apps gcheavy,heapread")
     sys.stdout.flush()
-    r = subprocess.run([sys.executable, str(run.BENCH / "run.py"), "--quick"], cwd=str(REPO), timeout=600)
+    r = subprocess.run([sys.executable, str(run.BENCH / "run.py"), "--quick", "--apps", "gcheavy,heapread"], cwd=str(REPO), timeout=600)
     print("demo total: %.0f s" % (time.monotonic() - t0))
     return r.returncode
 

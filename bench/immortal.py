@@ -27,19 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402
 
 APP = "heapread"  # the app of the immortalization-time phase
+Config = run.Config
 CONFIGS = [
-    ("stock", "", [], False),
-    ("app-freeze", "app-freeze", [], False),
-    ("cowguard-immortalize-false", "", ["--cowguard-immortalize", "false"], True),
-    ("cowguard-immortalize-true", "", ["--cowguard-immortalize", "true"], True),
-    ("cowguard-immortalize-true-no-fill", "", ["--cowguard-immortalize", "true", "--cowguard-fill-holes", "false"], True),
+    Config("stock"),
+    Config("app-freeze", recipe="app-freeze"),
+    Config("cowguard-immortalize-false", uwsgi_args=("--cowguard-immortalize", "false"), cowguard=True),
+    Config("cowguard-immortalize-true", uwsgi_args=("--cowguard-immortalize", "true"), cowguard=True),
+    Config("cowguard-immortalize-true-no-fill", cowguard=True,
+           uwsgi_args=("--cowguard-immortalize", "true", "--cowguard-fill-holes", "false")),
 ]
 STARTUP = re.compile(r"froze (\d+) objects in ([\d.]+) ms .*immortalized (\d+) objects in ([\d.]+) ms")
 
 
 def immortalize_times(plugin, rows_list, logdir):
     out = []
-    config = ("cowguard-immortalize-true", "", ["--cowguard-immortalize", "true"], True)
+    config = CONFIGS[3]
     for rows in rows_list:
         os.environ["HEAPREAD_ROWS"] = str(rows)
         logpath = logdir / ("immortalize-%d.log" % rows)
@@ -75,7 +77,7 @@ def main(argv=None):
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     logdir = run.BENCH / "results" / ("immortal-%s-logs" % stamp)
     logdir.mkdir(parents=True, exist_ok=True)
-    durations = {"load_s": args.load_s, "cycles_s": 1}
+    durations = run.Durations(load_s=args.load_s, cycles_s=1)
     apps = [a for a in args.apps.split(",") if a]
     if "django" in apps:
         run.ensure_django_db()
@@ -83,9 +85,9 @@ def main(argv=None):
     for app in apps:
         res = results["apps"][app] = {"memory": {}}
         for config in CONFIGS:
-            run.log("%s memory: %s" % (app, config[0]))
+            run.log("%s memory: %s" % (app, config.name))
             r = run.main_phase(app, config, args, durations, plugin, logdir)
-            res["memory"][config[0]] = {k: r.get(k) for k in (
+            res["memory"][config.name] = {k: r.get(k) for k in (
                 "private_mb_per_worker", "pss_total_mb", "rps", "requests", "master_rss_mb", "non_2xx",
                 "socket_errors", "private_mb_per_worker_before_load", "notes")}
         if args.rounds:

@@ -10,9 +10,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = os.environ["COWGUARD_PLUGIN"]
@@ -26,13 +30,6 @@ def private_mb(pid):
             if len(p) >= 3 and p[-1] == "kB":
                 v[p[0].rstrip(":")] = int(p[1])
     return (v["Private_Clean"] + v["Private_Dirty"]) / 1024
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 for mode in ("false", "true"):

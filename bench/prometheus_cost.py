@@ -16,18 +16,16 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 APP = HERE.parent / "configs" / "apps" / "gcinfo.py"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_s(schedstat_path):

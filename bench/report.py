@@ -10,7 +10,8 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 
-CONFIG_ORDER = ["stock", "skip-teardown", "app-freeze", "article-recipe", "cowguard", "cowguard-gc-off"]
+CONFIG_ORDER = ["stock", "skip-teardown", "app-freeze", "article-recipe", "cowguard", "cowguard-immortalize-false",
+                "cowguard-gc-off"]
 
 CONFIG_DESCRIPTIONS = {
     "stock": "python plugin only, app does nothing about the GC",
@@ -18,6 +19,7 @@ CONFIG_DESCRIPTIONS = {
     "app-freeze": "app calls gc.collect(); gc.freeze() at the end of import",
     "article-recipe": "app calls gc.set_threshold(0) and atexit.register(os._exit, 0) (Instagram's recipe)",
     "cowguard": "cowguard plugin loaded with its defaults",
+    "cowguard-immortalize-false": "cowguard with --cowguard-immortalize false (Python >= 3.12: its immortal heap's share)",
     "cowguard-gc-off": "cowguard plugin with --cowguard-gc off",
     "cowguard-young": "cowguard plugin with --cowguard-gc young (thresholds 10000,20,100, collections inside requests)",
     "cowguard-between": "cowguard plugin with --cowguard-gc between (young inside requests, 700,10,10 after them)",
@@ -31,8 +33,8 @@ COLUMNS = [
     ("p99_ms", "p99 ms", "{:.1f}"),
     ("cpu_ms_per_request", "uWSGI CPU ms/req", "{:.2f}"),
     ("private_mb_per_worker", "private MB/worker", "{:.1f}"),
+    ("copied_mb_per_worker", "copied MB/worker during load", "{:.1f}"),
     ("shared_mb_per_worker", "shared MB/worker", "{:.1f}"),
-    ("rss_mb_per_worker", "RSS MB/worker", "{:.1f}"),
     ("pss_total_mb", "total PSS MB", "{:.0f}"),
     ("minflt_per_request", "minflt/req", "{:.1f}"),
     ("stop_s", "stop 8 workers s (last worker done)", "stop"),
@@ -54,6 +56,7 @@ RATIO_KEYS = [
     ("cpu_ms_per_request", "CPU/req"),
     ("p99_ms", "p99"),
     ("private_mb_per_worker", "private/worker"),
+    ("copied_mb_per_worker", "copied/worker"),
     ("pss_total_mb", "total PSS"),
     ("minflt_per_request", "minflt/req"),
     ("stop_s", "stop time"),
@@ -109,11 +112,10 @@ def compute_ratios(configs, subject="cowguard"):
 
 def app_table(app_result):
     configs = app_result.get("configurations", {})
-    columns = list(COLUMNS)
-    if not any((c or {}).get("rps_interleaved") is not None for c in configs.values()):
-        columns = [c for c in columns if c[0] != "rps_interleaved"]  # quick mode, django: one load only
-    if any((c or {}).get("cold_stop_s") is not None for c in configs.values()):
-        columns += COLD_COLUMNS
+    measured = [configs[n] or {} for n in configs if "rps" in (configs[n] or {})]
+    columns = list(COLUMNS) + list(COLD_COLUMNS)
+    # a column nobody measured in this app (no rounds, no stop phase in this mode) is left out
+    columns = [c for c in columns if any(cell(e, c[0], c[2]) != "n/a" for e in measured)] or list(COLUMNS)
     header = "| configuration | " + " | ".join(c[1] for c in columns) + " |"
     sep = "|---|" + "|".join("---:" for _ in columns) + "|"
     lines = [header, sep]
@@ -135,56 +137,174 @@ def ratio_lines(app_result):
         parts = []
         for k, label in RATIO_KEYS:
             v = vals.get(k)
-            if v is None and k.endswith("_interleaved"):
-                continue  # quick mode has no rounds
-            parts.append("%s x%s" % (label, "n/a" if v is None else "%.2f" % v))
+            if v is None:
+                continue  # not measured in this mode (rounds, stop phases)
+            parts.append("%s x%.2f" % (label, v))
         lines.append("- %s: %s" % (key.replace("_vs_", " vs ").replace("_", "-"), ", ".join(parts)))
+    return lines
+
+
+def cow_lines(app_result):
+    """cowguard's copy-on-write report (mean per worker at the end of the load), one line per configuration."""
+    lines = []
+    for name in ordered_configs(app_result.get("configurations", {})):
+        r = (app_result["configurations"][name] or {}).get("cow_report")
+        if not r:
+            continue
+        if "error" in r:
+            lines.append("- %s, copy-on-write report: %s" % (name, r["error"]))
+            continue
+        maps = r.get("mappings_mb_per_worker", {})
+        kinds = sorted(maps.items(), key=lambda kv: -kv[1]["private_mb"])[:4]
+        lines.append(
+            "- %s, copy-on-write report (mean of %d workers): private MB by mapping %s; frozen objects on "
+            "copied pages %s of %s (%.1f of %.1f MB); by type %s; by module %s" % (
+                name, r.get("workers", 0),
+                ", ".join("`%s` %.1f (shared %.1f)" % (k, v["private_mb"], v["shared_mb"]) for k, v in kinds),
+                "{:,}".format(r.get("frozen_objects_on_copied_pages", 0)), "{:,}".format(r.get("frozen_objects", 0)),
+                r.get("frozen_mb_on_copied_pages") or 0, r.get("frozen_mb") or 0,
+                ", ".join("%s %.1f MB" % (t["type"], t["private_mb"]) for t in r.get("top_types", [])[:4]) or "-",
+                ", ".join("`%s` %.2f MB" % (t["module"], t["private_mb"]) for t in r.get("top_modules", [])[:4])
+                or "-"))
     return lines
 
 
 def machine_line(results):
     m = results.get("machine", {})
     v = results.get("versions", {})
-    return "%s, %s cores, %s GiB RAM, Linux %s; uWSGI %s, Python %s, Django %s; %s mode, %s" % (
+    return "%s, %s cores, %s GiB RAM, Linux %s; %s: uWSGI %s, Python %s, Django %s%s; %s mode, %s" % (
         m.get("cpu_model", "?"), m.get("cores", "?"), m.get("memory_gib", "?"), v.get("kernel", "?"),
-        v.get("uwsgi", "?"), v.get("python", "?"), v.get("django", "?"), results.get("mode", "?"),
+        v.get("debian") or "Debian ?", v.get("uwsgi", "?"), v.get("python", "?"), v.get("django", "?"),
+        ", graphite-web %s" % v["graphite_web"] if v.get("graphite_web") else "", results.get("mode", "?"),
         results.get("date", "?"))
 
 
-def markdown(results, heading_level=3):
+def load_line(results):
+    return "Load average (1, 5, 15 min) at start %s, at end %s: the machine is shared, other processes' CPU " \
+           "share during each load is the `other CPU %%` column." % (
+               "/".join("%.1f" % x for x in results.get("loadavg_at_start") or []) or "?",
+               "/".join("%.1f" % x for x in results.get("loadavg_at_end") or []) or "?")
+
+
+def markdown(results, heading_level=3, png_base=None):
+    """One run's tables. png_base: where its PNGs are, relative to the document (None: no links)."""
     h = "#" * heading_level
     lines = []
     lines.append("Measured %s." % machine_line(results))
     lines.append("")
     lines.append("%d workers, `wrk -t2 -c8` on 127.0.0.1 sharing the same cores as uWSGI (so req/s is "
-                 "relative, not absolute); stop time with %d workers." % (
-                     results.get("workers", 4), results.get("stop_workers", 8)))
+                 "relative, not absolute); stop time with %d workers. %s" % (
+                     results.get("workers", 4), results.get("stop_workers", 8), load_line(results)))
     for app_name, app in results.get("apps", {}).items():
         d = app.get("durations", {})
         lines.append("")
         lines.append("%s %s" % (h, app_name))
         lines.append("")
-        lines.append("%s; load %ss, /cycles %ss, stop-phase warm-up %ss." % (
-            app.get("description", ""), d.get("load_s", "?"), d.get("cycles_s", "?"), d.get("warm_s", "?")))
+        extra = ", stop-phase warm-up %ss" % d.get("warm_s") if d.get("stop") else ""
+        if d.get("rounds"):
+            extra += ", %d interleaved rounds of %ss" % (d["rounds"], d.get("round_s", 0))
+        png = "%s-private-memory.png" % app_name
+        link = " ([private memory over time](%s/%s))" % (png_base, png) if png_base is not None and png in \
+            results.get("plots", []) else ""
+        lines.append("%s; load %ss, /cycles %ss%s%s." % (
+            app.get("description", ""), d.get("load_s", "?"), d.get("cycles_s", "?"), extra, link))
         lines.append("")
         lines.extend(app_table(app))
-        rl = ratio_lines(app)
-        if rl:
-            lines.append("")
-            lines.extend(rl)
+        below = ratio_lines(app) + cow_lines(app)
         skipped = {n: c.get("skipped") or c.get("error") for n, c in app.get("configurations", {}).items()
                    if c and ("skipped" in c or "error" in c)}
         for n, why in skipped.items():
-            lines.append("- %s not measured: %s" % (n, why))
+            below.append("- %s not measured: %s" % (n, why))
         for note in app.get("notes", []):
-            lines.append("- note: %s" % note)
+            below.append("- note: %s" % note)
         for n in ordered_configs(app.get("configurations", {})):
             c = app["configurations"][n] or {}
+            if c.get("requests") == 0:
+                below.append("- note (%s): wrk counted no completed request during the measured load (no "
+                             "error, no timeout: every request still in flight when it ended)%s" % (
+                                 n, "; the interleaved rounds ran normally (%.0f req/s median)" % c["rps_interleaved"]
+                                 if c.get("rps_interleaved") else ""))
             for note in c.get("notes", []):
-                lines.append("- note (%s): %s" % (n, note))
+                below.append("- note (%s): %s" % (n, note))
             for k in ("stop_error", "cold_stop_error"):
                 if c.get(k):
-                    lines.append("- %s (%s): %s" % (k.replace("_", " "), n, c[k]))
+                    below.append("- %s (%s): %s" % (k.replace("_", " "), n, c[k]))
+        if below:
+            lines.append("")
+            lines.extend(below)
+    return "\n".join(lines)
+
+
+def runs_of(results):
+    """{name: one run's results}: a merged results.json (bench/all.py) or a single run's."""
+    if results.get("kind") == "merged":
+        def python(item):
+            v = (item[1].get("versions") or {}).get("python") or "0"
+            return tuple(int(x) for x in v.split(".") if x.isdigit())
+        return dict(sorted(results.get("runs", {}).items(), key=python))
+    v = results.get("versions", {})
+    return {v.get("debian") or "this system": results}
+
+
+def _fig(entry, key, spec="{:.1f}"):
+    return fmt((entry or {}).get(key), spec)
+
+
+def _ratio(a, b):
+    return "%.2f" % (a / b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "n/a"
+
+
+def _rps(entry):
+    entry = entry or {}
+    return entry.get("rps_interleaved") if entry.get("rps_interleaved") is not None else entry.get("rps")
+
+
+def headline(results):
+    """App x Python: private MB per worker and total PSS, cowguard against stock and app-freeze."""
+    lines = [
+        "| app | Python | private MB/worker: stock | app-freeze | cowguard | cowguard, immortalize off | "
+        "cowguard x stock | x app-freeze | total PSS MB: stock | app-freeze | cowguard | cowguard x stock | "
+        "x app-freeze | copied MB/worker: stock | cowguard | req/s cowguard x stock |",
+        "|---|---|" + "---:|" * 14,
+    ]
+    runs = runs_of(results)
+    apps = []
+    for r in runs.values():
+        apps += [a for a in r.get("apps", {}) if a not in apps]
+    for app in apps:
+        for r in runs.values():
+            a = r.get("apps", {}).get(app)
+            if not a:
+                continue
+            c = a.get("configurations", {})
+            st, fr, cg, cgm = (c.get(n) or {} for n in ("stock", "app-freeze", "cowguard", "cowguard-immortalize-false"))
+            p, q = "private_mb_per_worker", "pss_total_mb"
+            lines.append("| %s | %s | %s | %s | **%s** | %s | **%s** | %s | %s | %s | **%s** | **%s** | %s | %s | %s | %s |" % (
+                app, r.get("versions", {}).get("python", "?"),
+                _fig(st, p), _fig(fr, p), _fig(cg, p), _fig(cgm, p), _ratio(cg.get(p), st.get(p)),
+                _ratio(cg.get(p), fr.get(p)),
+                _fig(st, q, "{:.0f}"), _fig(fr, q, "{:.0f}"), _fig(cg, q, "{:.0f}"), _ratio(cg.get(q), st.get(q)),
+                _ratio(cg.get(q), fr.get(q)),
+                _fig(st, "copied_mb_per_worker"), _fig(cg, "copied_mb_per_worker"), _ratio(_rps(cg), _rps(st))))
+    return lines
+
+
+def markdown_all(results, heading_level=3, png_base=None):
+    """Headline table, then each run's detailed tables. png_base: the results directory relative to
+    the document (each run's PNGs are in <png_base>/<run name>/)."""
+    h = "#" * heading_level
+    runs = runs_of(results)
+    lines = ["%s Headline: every app on every Python" % h, ""]
+    lines += headline(results)
+    lines += ["", "Private = Private_Clean + Private_Dirty of each worker at the end of the load (copy-on-write "
+              "copies land there); total PSS = master + workers; copied = shared MB per worker when the "
+              "load began minus at its end; req/s from the interleaved rounds where measured, else one load "
+              "each. Ratios below 1 are better for memory, above 1 for req/s."]
+    for name, r in runs.items():
+        v = r.get("versions", {})
+        lines += ["", "%s Python %s (%s)" % (h, v.get("python", "?"), v.get("debian") or name), ""]
+        base = "%s/%s" % (png_base, name) if png_base is not None and results.get("kind") == "merged" else png_base
+        lines.append(markdown(r, heading_level + 1, base))
     return "\n".join(lines)
 
 

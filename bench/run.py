@@ -1,455 +1,256 @@
 #!/usr/bin/python3
-"""cowguard's side-by-side benchmark (issue #3).
+"""cowguard's side-by-side benchmark (issues #3, #16), on the Python of this system.
 
-For each app (gcheavy, django) and each configuration (stock, skip-teardown, app-freeze,
-article-recipe, cowguard, cowguard-gc-off) it runs the same uWSGI command line, worker count and
-wrk load, and measures throughput, latency, per-worker memory (smaps_rollup), minor faults per
-request, the time and host-memory spike of stopping 8 workers, and memory growth under a
-reference-cycle load. Writes bench/results/<YYYYmmdd-HHMMSS>/results.json, PNG plots and uWSGI
-logs, and prints a markdown table.
+For each app (gcheavy, heapread, heapcache, graphite; django on request) and each configuration
+(stock, skip-teardown, app-freeze, article-recipe, cowguard; on Python >= 3.12 also
+cowguard-immortalize-false) it runs the same uWSGI command line, worker count and wrk load, and
+measures throughput (interleaved rounds where the mode has them), latency, per-worker memory
+(smaps_rollup: private, shared, MB copied during the load), minor faults per request, cowguard's
+copy-on-write report, the time and host-memory spike of stopping 8 workers, and memory growth
+under a reference-cycle load. Writes results.json, one private-memory PNG per app and uWSGI logs
+into bench/results/<YYYYmmdd-HHMMSS>/ (or --out), and prints markdown tables.
 
-  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/run.py --quick   (<= 2 min)
-  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/run.py --full    (<= 10 min)
+  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/run.py --quick
+  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/run.py --full
 
+bench/all.py runs this on the machine and in each Debian chroot and merges the results (make bench).
 Without COWGUARD_PLUGIN (or if the file is missing) the cowguard configurations are reported as
 skipped. Stdlib + matplotlib only. All load goes to 127.0.0.1, bounded in time; every uWSGI
 started here runs in its own process group and is SIGKILLed on any exit.
 """
 import argparse
-import atexit
 import json
 import os
-import platform
-import re
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 import report  # noqa: E402
+from common import (BENCH, REPO, UWSGI, WRK, WRK_CONNECTIONS, WRK_THREADS, CpuAccount,  # noqa: E402,F401
+                    cpu_ms_per_request, free_port, group_pss_mb, kill_all, log, machine_info, mean,
+                    mem_available_kb, minflt, plugin_status, run_wrk, sample_workers, smaps,
+                    snapshot_plugin, stat_fields, versions, wait_group_gone)
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-PAGE = os.sysconf("SC_PAGE_SIZE")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-UWSGI = shutil.which("uwsgi") or "/usr/bin/uwsgi"
-WRK = shutil.which("wrk") or "/usr/bin/wrk"
+common.install_cleanup()
 
-APPS = {
-    "gcheavy": {
-        "wsgi_file": BENCH / "apps" / "gcheavy.py",
-        "description": "gcheavy: 300k-row heap of 900k tracked containers (~95 MB); each request builds 3000 dicts",
-        "wrk_script": None,
-        "path": "/",
-    },
-    "heapread": {
-        "wsgi_file": BENCH / "apps" / "heapread.py",
-        "description": "heapread: 300k-row heap (~100 MB); each request reads 1000 random rows (bench/immortal.py)",
-        "wrk_script": None,
-        "path": "/",
-    },
-    "django": {
-        "wsgi_file": BENCH / "apps" / "djangoproj" / "wsgi.py",
-        "description": "Django 3.2 shop (SQLite, ORM + template inheritance); wrk rotates over 100 read-only pages",
-        "wrk_script": BENCH / "wrk" / "django_mix.lua",
-        "path": "/",
-    },
-}
+
+# ---------------------------------------------------------------- apps
+
+def ensure_django_db():
+    return _prepare("djangoproj/make_db.py")
+
+
+def ensure_graphite_data():
+    return _prepare("graphite/make_data.py")
+
+
+def _prepare(script):
+    """Run an app's data script (idempotent: it rebuilds only when its sources changed) with the
+    Python uWSGI embeds; returns what it printed (the data's path)."""
+    r = subprocess.run([common.embedded_python(), str(BENCH / "apps" / script)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed: %s" % (script, (r.stderr or r.stdout)[-1000:]))
+    return r.stdout.strip()
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    wsgi_file: Path
+    description: str
+    path: str = "/"             # what wrk loads (unless wrk_script rotates over pages)
+    wrk_script: Path = None
+    prepare: object = None      # callable building the app's data before its first instance
+
+
+APPS = {a.name: a for a in [
+    App("gcheavy", BENCH / "apps" / "gcheavy.py",
+        "GC-heavy app: 300k-row heap of 900k tracked containers (~95 MB) that requests never read; "
+        "each request builds 3000 dicts"),
+    App("heapread", BENCH / "apps" / "heapread.py",
+        "heap-reading app: 100k rows (half dicts with lists, half untracked tuples), an index dict and a "
+        "30k-entry cache (~0.8 M objects, ~55 MB); each request looks up 500 random rows and builds a result dict per row"),
+    App("heapcache", BENCH / "apps" / "heapread.py",
+        "heapread whose requests also replace 100 random entries of a 30k-entry module-level cache",
+        path="/rw"),
+    App("graphite", BENCH / "apps" / "graphite" / "wsgi.py",
+        "graphite-web from Debian (third-party Django project): 1760 whisper metrics, SQLite; wrk rotates "
+        "over 100 requests (render JSON and PNG, metric find, dashboards, events, pages)",
+        wrk_script=BENCH / "wrk" / "graphite_mix.lua", prepare=ensure_graphite_data),
+    App("django", BENCH / "apps" / "djangoproj" / "wsgi.py",
+        "the bench's own small Django shop (SQLite, ORM + template inheritance); wrk rotates over 100 pages",
+        wrk_script=BENCH / "wrk" / "django_mix.lua", prepare=ensure_django_db),
+]}
+DEFAULT_APPS = ["gcheavy", "heapread", "heapcache", "graphite"]
+
+
+# ---------------------------------------------------------------- configurations
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    recipe: str = ""                 # COWGUARD_BENCH_RECIPE: what the app does at the end of import
+    uwsgi_args: tuple = ()
+    cowguard: bool = False           # loads the plugin
+    min_python: tuple = None         # only on this Python or newer
+    default: bool = True             # in the default set
+
+    def skip_reason(self, python, plugin_why):
+        if self.cowguard and plugin_why:
+            return plugin_why
+        if self.min_python and python < self.min_python:
+            return "needs Python >= %s" % ".".join(map(str, self.min_python))
+        return None
+
 
 CONFIGS = [
-    # name, COWGUARD_BENCH_RECIPE, extra uWSGI args, needs the cowguard plugin
-    ("stock", "", [], False),
-    ("skip-teardown", "", ["--skip-atexit-teardown"], False),
-    ("app-freeze", "app-freeze", [], False),
-    ("article-recipe", "article-recipe", [], False),
-    ("cowguard", "", [], True),
-    ("cowguard-gc-off", "", ["--cowguard-gc", "off"], True),
+    Config("stock"),
+    Config("skip-teardown", uwsgi_args=("--skip-atexit-teardown",)),
+    Config("app-freeze", recipe="app-freeze"),
+    Config("article-recipe", recipe="article-recipe"),
+    Config("cowguard", cowguard=True),
+    Config("cowguard-immortalize-false", uwsgi_args=("--cowguard-immortalize", "false"), cowguard=True,
+           min_python=(3, 12)),
+    Config("cowguard-gc-off", uwsgi_args=("--cowguard-gc", "off"), cowguard=True, default=False),
     # issue 15: the two worker policies side by side, whichever is the default
-    ("cowguard-young", "", ["--cowguard-gc", "young"], True),
-    ("cowguard-between", "", ["--cowguard-gc", "between"], True),
+    Config("cowguard-young", uwsgi_args=("--cowguard-gc", "young"), cowguard=True, default=False),
+    Config("cowguard-between", uwsgi_args=("--cowguard-gc", "between"), cowguard=True, default=False),
 ]
+CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 
-# seconds: main load, /cycles load, stop-phase warm-up; whether to run the (warm) stop phase and the
-# cold stop phase (workers that served only COLD_REQUESTS_PER_WORKER requests each before the stop).
-# Quick mode skips the django stop phase and both cold stops to stay within 2 minutes on 2 cores.
-DURATIONS = {
-    "quick": {"gcheavy": {"load_s": 4, "cycles_s": 1, "warm_s": 2, "stop": True, "cold_stop": False,
-                          "rounds": 0, "round_s": 4},
-              "django": {"load_s": 3, "cycles_s": 1, "warm_s": 2, "stop": False, "cold_stop": False,
-                         "rounds": 0, "round_s": 4}},
-    "full": {"gcheavy": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True,
-                         "rounds": 5, "round_s": 4},
-             "django": {"load_s": 10, "cycles_s": 5, "warm_s": 5, "stop": True, "cold_stop": True,
-                        "rounds": 0, "round_s": 4}},
-}
-# "rounds": the interleaved throughput phase (throughput_rounds): every configuration started at
-# once, `round_s` of load on each in turn, `rounds` times; its medians are the req/s the ratios use,
-# since one load per configuration moves with whatever the host does at that moment.
+
+# ---------------------------------------------------------------- durations
+
+@dataclass
+class Durations:
+    load_s: int          # main phase: wrk on the app (measured)
+    cycles_s: int        # then wrk on /cycles
+    prewarm_s: int = 0   # main phase: wrk on the app before the measured load; memory counts it, req/s not
+    warm_s: int = 3      # stop phase: load before SIGTERM
+    stop: bool = False   # run the (warm) stop phase
+    cold_stop: bool = False  # and the cold one (workers served COLD_REQUESTS_PER_WORKER requests each)
+    rounds: int = 0      # interleaved throughput: rounds of round_s per configuration (0: none)
+    round_s: int = 3
+
+
+def durations(mode, app):
+    """What each app gets per mode. Full mode fits three systems in about 30 minutes on 2 cores: the
+    stop phases run on gcheavy only (their story, Py_Finalize writing to a shared heap, is the same
+    on every heap), the interleaved rounds on graphite only (heapread's gaps are far beyond noise)."""
+    # a cold Django project's workers spend their first seconds (more on a busy host) importing views,
+    # graphite's functions and its pyparsing grammar: req/s is measured after that, memory from the start
+    prewarm = 4 if app in ("graphite", "django") else 0
+    if mode == "quick":
+        return Durations(load_s=3, cycles_s=1, prewarm_s=prewarm, warm_s=2, stop=(app == "gcheavy"))
+    return Durations(load_s=8, cycles_s=2, prewarm_s=prewarm, warm_s=3, stop=(app == "gcheavy"),
+                     cold_stop=(app == "gcheavy"), rounds=3 if app == "graphite" else 0)
+
+
 COLD_REQUESTS_PER_WORKER = 2
-BUDGET_S = {"quick": 105, "full": 500}  # retries of noisy loads only happen within these
-
-WRK_THREADS = 2
-WRK_CONNECTIONS = 8
+BUDGET_S = {"quick": 270, "full": 540}  # retries of noisy loads only happen within these
 STOP_TIMEOUT_S = 90
 FOREIGN_CPU_WARN_PCT = 10.0
 PSS_EVERY = 3  # during a stop, sum the group's PSS every 3rd 10 ms MemAvailable sample
-READY_TIMEOUT_S = 60
+COW_REPORT_TIMEOUT_S = 30
 
 
-def log(msg):
-    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+# ---------------------------------------------------------------- uWSGI instances
+
+def uwsgi_command(app, config, workers, plugin, port, cow_dir=None):
+    cmd = [UWSGI, "--master", "--workers", str(workers), "--plugin", "python3"]
+    if config.cowguard:
+        cmd += ["--plugin", plugin]
+    cmd += ["--http-socket", "127.0.0.1:%d" % port, "--wsgi-file", str(APPS[app].wsgi_file),
+            "--die-on-term", "--disable-logging",
+            # uWSGI's http-socket closes the connection after each response; saying so lets wrk
+            # reconnect instead of counting every response as a read error
+            "--add-header", "Connection: close"]
+    cmd += list(config.uwsgi_args)
+    if cow_dir:
+        cmd += ["--cowguard-cow-report", str(cow_dir)]
+    return cmd
 
 
-# ---------------------------------------------------------------- process bookkeeping
-
-_LIVE = {}  # pid -> Popen of every uWSGI master started here (each leads its own process group)
-
-
-def _kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    _LIVE.pop(proc.pid, None)
+def Uwsgi(app, config, workers, plugin, logpath, cow_dir=None):
+    """An instance (common.Uwsgi, not started) of `app` in `config`."""
+    port = free_port()
+    return common.Uwsgi(uwsgi_command(app, config, workers, plugin, port, cow_dir), port, workers, logpath,
+                        env={"COWGUARD_BENCH_RECIPE": config.recipe or None}, name=config.name)
 
 
-def kill_all():
-    for proc in list(_LIVE.values()):
-        _kill_group(proc)
+# ---------------------------------------------------------------- copy-on-write report
 
+def cow_report(u, cow_dir, pids):
+    """Asks every worker for its copy-on-write report (touch DIR/trigger) and sums them: per kind
+    of mapping the MB shared and private per worker, and the frozen objects (by type, by module)
+    on pages the workers copied."""
+    (cow_dir / "trigger").touch()
+    deadline = time.monotonic() + COW_REPORT_TIMEOUT_S
+    docs = {}
+    while time.monotonic() < deadline and len(docs) < len(pids):
+        for p in pids:
+            for f in cow_dir.glob("cow-*-%d.json" % p):
+                try:
+                    docs[p] = json.loads(f.read_text())
+                except (OSError, ValueError):
+                    pass  # being written
+        time.sleep(0.2)
+    if not docs:
+        return {"error": "no worker wrote a report within %ss" % COW_REPORT_TIMEOUT_S}
+    n = len(docs)
+    mb = 1024.0 * 1024.0
+    kinds = {}
+    for d in docs.values():
+        for kind, sp in d.get("mappings", {}).items():
+            k = kinds.setdefault(kind, {"shared_mb": 0.0, "private_mb": 0.0})
+            k["shared_mb"] += sp["shared"] / mb / n
+            k["private_mb"] += sp["private"] / mb / n
 
-def _on_signal(signum, _frame):
-    kill_all()
-    raise SystemExit(128 + signum)
+    def ranked(key, label):
+        acc = {}
+        for d in docs.values():
+            for e in d.get("frozen", {}).get(key, []):
+                a = acc.setdefault(e[label], {"objects": 0, "private_objects": 0, "private_mb": 0.0})
+                a["objects"] += e["objects"] / n
+                a["private_objects"] += e["private_objects"] / n
+                a["private_mb"] += e["private_bytes"] / mb / n
+        top = sorted(acc.items(), key=lambda kv: -kv[1]["private_mb"])[:8]
+        return [dict(v, **{label: name}) for name, v in top]
 
-
-atexit.register(kill_all)
-signal.signal(signal.SIGTERM, _on_signal)
-signal.signal(signal.SIGHUP, _on_signal)
-
-
-def wait_group_gone(pgid, timeout=10.0):
-    """Wait until no process of group pgid is left (workers die after the master on SIGKILL)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------- /proc readers
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return sorted(int(x) for x in f.read().split())
-    except OSError:
-        pass
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if stat_fields(int(d))[1] == pid:
-                    out.append(int(d))
-            except (OSError, IndexError, ValueError):
-                pass
-    return sorted(out)
-
-
-def stat_fields(pid):
-    """Fields of /proc/PID/stat after the comm: [state, ppid, ...]; index i is field i+3."""
-    with open("/proc/%d/stat" % pid) as f:
-        data = f.read()
-    rest = data[data.rindex(")") + 2:].split()
-    return [rest[0]] + [int(x) for x in rest[1:]]
-
-
-def minflt(pid):
-    return stat_fields(pid)[7]  # field 10 (minflt)
-
-
-def smaps(pid):
-    """Rss, Pss, shared and private (clean + dirty) of a process, in MB."""
-    vals = {}
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
-                vals[parts[0][:-1]] = int(parts[1])
-    mb = 1024.0
+    frozen = [d.get("frozen", {}) for d in docs.values()]
     return {
-        "rss": vals.get("Rss", 0) / mb,
-        "pss": vals.get("Pss", 0) / mb,
-        "shared": (vals.get("Shared_Clean", 0) + vals.get("Shared_Dirty", 0)) / mb,
-        "private": (vals.get("Private_Clean", 0) + vals.get("Private_Dirty", 0)) / mb,
+        "workers": n,
+        "mappings_mb_per_worker": {k: {kk: round(vv, 2) for kk, vv in v.items()} for k, v in kinds.items()},
+        "frozen_objects": round(mean(f.get("objects") for f in frozen) or 0),
+        "frozen_mb": mean(f.get("bytes", 0) / mb for f in frozen),
+        "frozen_objects_on_copied_pages": round(mean(f.get("private_objects") for f in frozen) or 0),
+        "frozen_mb_on_copied_pages": mean(f.get("private_bytes", 0) / mb for f in frozen),
+        "top_types": ranked("by_type", "type"),
+        "top_modules": ranked("by_module", "module"),
+        "errors": [d["error"] for d in docs.values() if d.get("error")],
     }
-
-
-def mem_available_kb():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
-
-
-def cpu_jiffies(pid):
-    f = stat_fields(pid)
-    return f[11] + f[12]  # utime + stime (fields 14, 15)
-
-
-def host_busy_jiffies():
-    """(process time, interrupt time) of the whole host from /proc/stat's cpu line."""
-    with open("/proc/stat") as f:
-        parts = f.readline().split()[1:]
-    v = [int(x) for x in parts]
-    # user nice system idle iowait irq softirq steal. irq/softirq (mostly loopback TCP for the load
-    # itself) is not in any process's utime/stime, so it is kept apart rather than called foreign;
-    # steal (the hypervisor running something else) is capacity lost, so it counts as foreign.
-    return v[0] + v[1] + v[2] + v[7], v[5] + v[6]
-
-
-class CpuAccount:
-    """How much CPU went to something other than this benchmark (uWSGI group, wrk, this runner)
-    while a load ran: other engineers' builds and tests on the same 2 cores skew req/s."""
-
-    def __init__(self, pids):
-        self.pids = list(pids)
-        self.t0 = time.monotonic()
-        self.host0, self.irq0 = host_busy_jiffies()
-        self.ours0 = self._ours()
-        self.self0 = self._self()
-
-    def _ours(self):
-        total = 0
-        for p in self.pids:
-            try:
-                total += cpu_jiffies(p)
-            except (OSError, IndexError):
-                pass
-        return total
-
-    @staticmethod
-    def _self():
-        import resource
-
-        a = resource.getrusage(resource.RUSAGE_SELF)
-        b = resource.getrusage(resource.RUSAGE_CHILDREN)  # includes wrk once reaped
-        return (a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime) * CLK_TCK
-
-    def finish(self):
-        wall = time.monotonic() - self.t0
-        host, irq = host_busy_jiffies()
-        host -= self.host0
-        irq -= self.irq0
-        group = self._ours() - self.ours0
-        ours = group + (self._self() - self.self0)
-        cap = wall * CLK_TCK * (os.cpu_count() or 1)
-        return {
-            "host_busy_pct": round(100.0 * (host + irq) / cap, 1) if cap else None,
-            "irq_pct": round(100.0 * irq / cap, 1) if cap else None,
-            "foreign_cpu_pct": round(max(0.0, 100.0 * (host - ours) / cap), 1) if cap else None,
-            "group_cpu_s": group / CLK_TCK,
-        }
-
-
-def cpu_ms_per_request(account, wrk):
-    """uWSGI's CPU (a CpuAccount.finish() result) per request wrk got answered, in ms."""
-    return 1000.0 * account["group_cpu_s"] / wrk["requests"] if wrk["requests"] else None
-
-
-def group_pss_mb(pids):
-    """Summed PSS of the processes still alive among pids (zombies and gone ones count 0)."""
-    total = 0.0
-    for p in pids:
-        try:
-            total += smaps(p)["pss"]
-        except OSError:
-            pass
-    return total
-
-
-def mean(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
-# ---------------------------------------------------------------- uWSGI
-
-class Uwsgi:
-    """One uWSGI instance in its own process group. `override_cmd`/`port` replace the generated command line
-    (bench/demo.py runs configs/demo.ini that way)."""
-
-    def __init__(self, app, config, workers, plugin, logpath, override_cmd=None, port=None):
-        self.app = app
-        self.name, recipe, extra, needs_plugin = config
-        self.port = port or free_port()
-        self.logpath = logpath
-        cmd = [UWSGI, "--master", "--workers", str(workers), "--plugin", "python3"]
-        if needs_plugin:
-            cmd += ["--plugin", plugin]
-        cmd += ["--http-socket", "127.0.0.1:%d" % self.port, "--wsgi-file", str(APPS[app]["wsgi_file"]),
-                "--die-on-term", "--disable-logging",
-                # uWSGI's http-socket closes the connection after each response; saying so lets wrk
-                # reconnect instead of counting every response as a read error
-                "--add-header", "Connection: close"]
-        cmd += extra
-        self.cmd = cmd
-        if override_cmd is not None:
-            self.cmd = list(override_cmd)
-        env = dict(os.environ)
-        env.pop("COWGUARD_BENCH_RECIPE", None)
-        if recipe:
-            env["COWGUARD_BENCH_RECIPE"] = recipe
-        self.env = env
-        self.workers = workers
-        self.proc = None
-        self.logf = None
-
-    def start(self):
-        self.logf = open(self.logpath, "ab")
-        self.logf.write(("$ %s%s\n" % ("COWGUARD_BENCH_RECIPE=%s " % self.env["COWGUARD_BENCH_RECIPE"]
-                                       if "COWGUARD_BENCH_RECIPE" in self.env else "",
-                                       " ".join(self.cmd))).encode())
-        self.logf.flush()
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO))
-        _LIVE[self.proc.pid] = self.proc
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        last_err = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("uWSGI exited with status %s during startup (see %s)"
-                                   % (self.proc.returncode, self.logpath))
-            try:
-                body = self.get("/gc", timeout=2)
-                if len(self.worker_pids()) >= self.workers:
-                    return body
-            except OSError as e:
-                last_err = e
-            time.sleep(0.1)
-        raise RuntimeError("uWSGI not ready after %ss (%s; see %s)" % (READY_TIMEOUT_S, last_err, self.logpath))
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def url(self, path="/"):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
-
-    def get(self, path, timeout=5):
-        with urllib.request.urlopen(self.url(path), timeout=timeout) as r:
-            if r.status != 200:
-                raise OSError("HTTP %s" % r.status)
-            return r.read()
-
-    def worker_pids(self):
-        return children(self.pid)
-
-    def kill(self):
-        if self.proc is not None:
-            _kill_group(self.proc)
-            wait_group_gone(self.proc.pid)
-        if self.logf:
-            self.logf.close()
-            self.logf = None
-
-
-# ---------------------------------------------------------------- wrk
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-
-def _ms(text):
-    m = re.match(r"([\d.]+)(us|ms|s|m|h)$", text)
-    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
-
-
-def parse_wrk(out):
-    res = {}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    res["rps"] = float(m.group(1)) if m else None
-    for pct in ("50", "99"):
-        m = re.search(r"^\s+%s(?:\.0+)?%%\s+(\S+)" % pct, out, re.M)
-        res["p%s_ms" % pct] = _ms(m.group(1)) if m else None
-    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
-    res["requests"] = int(m.group(1)) if m else None
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    res["non_2xx"] = int(m.group(1)) if m else 0
-    return res
-
-
-def wrk_cmd(url, seconds, script=None, connections=WRK_CONNECTIONS):
-    cmd = [WRK, "-t%d" % WRK_THREADS, "-c%d" % connections, "-d%ds" % seconds, "--latency"]
-    if script:
-        cmd += ["-s", str(script)]
-    return cmd + [url]
-
-
-def run_wrk(url, seconds, script=None, connections=WRK_CONNECTIONS, on_tick=None):
-    """Run wrk for `seconds`; call on_tick(t) about every second meanwhile. Returns parsed output."""
-    proc = subprocess.Popen(wrk_cmd(url, seconds, script, connections), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    t0 = time.monotonic()
-    next_tick = t0 + 1.0
-    try:
-        while proc.poll() is None:
-            now = time.monotonic()
-            if now - t0 > seconds + 20:
-                raise RuntimeError("wrk did not finish within %ss" % (seconds + 20))
-            if on_tick and now >= next_tick:
-                on_tick(now - t0)
-                next_tick += 1.0
-            time.sleep(min(0.05, max(0.0, next_tick - time.monotonic())))
-        out = proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    res = parse_wrk(out)
-    if res["rps"] is None:
-        raise RuntimeError("could not parse wrk output: %r" % out[-500:])
-    return res
 
 
 # ---------------------------------------------------------------- phases
 
-def sample_workers(pids):
-    out = {}
-    for p in pids:
-        try:
-            out[p] = smaps(p)
-        except OSError:
-            pass
-    return out
-
-
-def main_phase(app, config, args, durations, plugin, logdir):
-    """4 workers: load on the app's page, memory sampled every second, then /cycles load."""
-    u = Uwsgi(app, config, args.workers, plugin, logdir / ("%s-%s-main.log" % (app, config[0])))
+def main_phase(app, config, args, d, plugin, logdir):
+    """args.workers workers: d.prewarm_s then d.load_s (measured) of load on the app, memory sampled
+    every second from the start, the copy-on-write report (cowguard), then d.cycles_s of /cycles."""
+    cow_dir = None
+    if config.cowguard:
+        cow_dir = logdir / ("cow-%s-%s-%d" % (app, config.name, time.monotonic_ns()))
+        cow_dir.mkdir(parents=True)
+    u = Uwsgi(app, config, args.workers, plugin, logdir / ("%s-%s-main.log" % (app, config.name)), cow_dir)
+    a = APPS[app]
     res = {}
     try:
         gc_body = u.start()
@@ -459,15 +260,20 @@ def main_phase(app, config, args, durations, plugin, logdir):
             res["gc_state_first_worker"] = gc_body.decode(errors="replace")[:200]
         pids = u.worker_pids()
         time.sleep(0.2)
-        flt0 = {p: minflt(p) for p in pids}
         before = sample_workers(pids)
         series = [{"t": 0.0, "workers": before}]
 
         def tick(t):
             series.append({"t": round(t, 2), "workers": sample_workers(pids)})
 
+        if d.prewarm_s:
+            run_wrk(u.url(a.path), d.prewarm_s, a.wrk_script, on_tick=tick)
+        t_load = d.prewarm_s
+        flt0 = {p: minflt(p) for p in pids}
         acct = CpuAccount([u.pid] + pids)
-        w = run_wrk(u.url(APPS[app]["path"]), durations["load_s"], APPS[app]["wrk_script"], on_tick=tick)
+        # the last tick would land on the end-of-load sample taken below
+        w = run_wrk(u.url(a.path), d.load_s, a.wrk_script,
+                    on_tick=lambda t: tick(t_load + t) if t < d.load_s - 0.5 else None)
         res.update(acct.finish())
         # uWSGI's own CPU per request: unlike req/s, barely moved by other processes on the host
         res["cpu_ms_per_request"] = cpu_ms_per_request(res, w)
@@ -477,12 +283,13 @@ def main_phase(app, config, args, durations, plugin, logdir):
                 % res["foreign_cpu_pct"])
         end = sample_workers(pids)
         flt1 = {p: minflt(p) for p in pids if p in end}
-        series.append({"t": float(durations["load_s"]), "workers": end})
+        series.append({"t": float(d.prewarm_s + d.load_s), "workers": end})
         master = smaps(u.pid)
         now_pids = u.worker_pids()
         if sorted(now_pids) != sorted(pids):
             res.setdefault("notes", []).append("worker pids changed during the load (respawn?): %s -> %s"
                                                % (pids, now_pids))
+        both = [p for p in before if p in end]
         res.update({
             "rps": w["rps"], "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"], "requests": w["requests"],
             "socket_errors": w["socket_errors"], "non_2xx": w["non_2xx"],
@@ -493,19 +300,24 @@ def main_phase(app, config, args, durations, plugin, logdir):
             "pss_total_mb": master["pss"] + sum(v["pss"] for v in end.values()),
             "master_rss_mb": master["rss"],
             "private_mb_per_worker_before_load": mean(v["private"] for v in before.values()),
+            "shared_mb_per_worker_before_load": mean(v["shared"] for v in before.values()),
+            # pages shared with the master when the load began that this worker copied during it
+            "copied_mb_per_worker": mean(before[p]["shared"] - end[p]["shared"] for p in both),
             "minflt_per_request": (sum(flt1[p] - flt0[p] for p in flt1) / w["requests"]) if w["requests"] else None,
             "private_mb_series": [(s["t"], mean(v["private"] for v in s["workers"].values())) for s in series],
         })
         if w["non_2xx"] or w["socket_errors"]:
             res.setdefault("notes", []).append("wrk saw %d non-2xx responses and %d socket errors during the load"
                                                % (w["non_2xx"], w["socket_errors"]))
+        if cow_dir:
+            res["cow_report"] = cow_report(u, cow_dir, pids)
         # /cycles: private memory per worker before and after N seconds of reference-cycle load
         cyc_before = sample_workers(pids)
-        wc = run_wrk(u.url("/cycles"), durations["cycles_s"])
+        wc = run_wrk(u.url("/cycles"), d.cycles_s)
         time.sleep(0.1)
         cyc_after = sample_workers(pids)
-        common = [p for p in cyc_before if p in cyc_after]
-        res["cycle_growth_mb"] = mean(cyc_after[p]["private"] - cyc_before[p]["private"] for p in common)
+        common_pids = [p for p in cyc_before if p in cyc_after]
+        res["cycle_growth_mb"] = mean(cyc_after[p]["private"] - cyc_before[p]["private"] for p in common_pids)
         res["cycles_rps"] = wc["rps"]
         res["cycles_requests"] = wc["requests"]
         try:
@@ -519,27 +331,27 @@ def main_phase(app, config, args, durations, plugin, logdir):
 
 def throughput_rounds(app, configs, workers, plugin, logdir, rounds, seconds, warm_s=2):
     """Starts one instance per configuration, warms each, then `rounds` rounds of `seconds` of wrk
-    per configuration, the order rotated every round. Returns {name: figures}."""
+    per configuration, the order rotated every round. Returns {name: figures}. One load per
+    configuration, minutes apart, moves with whatever the host does at that moment; rotating short
+    loads spreads that over every configuration."""
+    a = APPS[app]
     instances = {}
     out = {}
     try:
         for config in configs:
-            if config[3] and not plugin:
-                continue
-            u = Uwsgi(app, config, workers, plugin, logdir / ("%s-%s-throughput.log" % (app, config[0])))
+            u = Uwsgi(app, config, workers, plugin, logdir / ("%s-%s-throughput.log" % (app, config.name)))
             u.start()
-            instances[config[0]] = u
+            instances[config.name] = u
         for u in instances.values():
-            run_wrk(u.url(APPS[app]["path"]), warm_s, APPS[app]["wrk_script"])
+            run_wrk(u.url(a.path), warm_s, a.wrk_script)
         samples = {name: [] for name in instances}
         names = list(instances)
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 u = instances[name]
-                pids = [u.pid] + u.worker_pids()
-                acct = CpuAccount(pids)
-                w = run_wrk(u.url(APPS[app]["path"]), seconds, APPS[app]["wrk_script"])
+                acct = CpuAccount([u.pid] + u.worker_pids())
+                w = run_wrk(u.url(a.path), seconds, a.wrk_script)
                 cpu = acct.finish()
                 samples[name].append({
                     "rps": w["rps"], "p99_ms": w["p99_ms"], "requests": w["requests"],
@@ -567,23 +379,24 @@ def throughput_rounds(app, configs, workers, plugin, logdir, rounds, seconds, wa
     return out
 
 
-def stop_phase(app, config, args, durations, plugin, logdir, cold=False):
-    """8 workers, warmed with `warm_s` of load (or, cold, COLD_REQUESTS_PER_WORKER requests per worker);
-    time from SIGTERM (--die-on-term) to the master's exit, and the extra host memory used meanwhile
-    (MemAvailable baseline minus its minimum, sampled every 10 ms). Keys: stop_* or cold_stop_*."""
+def stop_phase(app, config, args, d, plugin, logdir, cold=False):
+    """args.stop_workers workers, warmed with d.warm_s of load (or, cold, COLD_REQUESTS_PER_WORKER
+    requests per worker); time from SIGTERM (--die-on-term) to the master's exit, and the extra host
+    memory used meanwhile (MemAvailable baseline minus its minimum, sampled every 10 ms). Keys:
+    stop_* or cold_stop_*."""
     prefix = "cold_stop" if cold else "stop"
+    a = APPS[app]
     u = Uwsgi(app, config, args.stop_workers, plugin,
-              logdir / ("%s-%s-%s.log" % (app, config[0], prefix.replace("_", "-"))))
+              logdir / ("%s-%s-%s.log" % (app, config.name, prefix.replace("_", "-"))))
     res = {}
     try:
         u.start()
         pids = u.worker_pids()
         if cold:
             for _ in range(COLD_REQUESTS_PER_WORKER * args.stop_workers):
-                u.get(APPS[app]["path"], timeout=10)
+                u.get(a.path, timeout=10)
         else:
-            run_wrk(u.url(APPS[app]["path"]), durations["warm_s"], APPS[app]["wrk_script"],
-                    connections=2 * args.stop_workers)
+            run_wrk(u.url(a.path), d.warm_s, a.wrk_script, connections=2 * args.stop_workers)
         time.sleep(0.3)
         warm = sample_workers(pids)
         res[prefix + "_private_mb_per_worker_before"] = mean(v["private"] for v in warm.values())
@@ -597,7 +410,6 @@ def stop_phase(app, config, args, durations, plugin, logdir, cold=False):
         samples = []
         pss_samples = []
         done = threading.Event()
-
         alive = set(pids)
         workers_gone_at = []
 
@@ -642,7 +454,7 @@ def stop_phase(app, config, args, durations, plugin, logdir, cold=False):
         # its value before the stop): immune to other processes allocating or freeing meanwhile
         res[prefix + "_peak_extra_pss_mb"] = max(0.0, max(pss_samples) - pss_base) if pss_samples else None
         res[prefix + "_pss_before_mb"] = pss_base
-        _LIVE.pop(u.pid, None)
+        u.forget()
         if not wait_group_gone(u.pid, timeout=5):
             res[prefix + "_error"] = "workers still alive after the master exited"
     finally:
@@ -650,106 +462,10 @@ def stop_phase(app, config, args, durations, plugin, logdir, cold=False):
     return res
 
 
-# ---------------------------------------------------------------- environment
-
-def machine_info():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_kb = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
-    return {"cpu_model": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1),
-            "hostname": platform.node()}
-
-
-def versions():
-    def run(cmd):
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-
-    # The Python uWSGI's python3 plugin embeds, found the way the build finds it.
-    py_bin = run([str(REPO / "tools" / "uwsgi-python-config"), "--python"]) or "/usr/bin/python3"
-    py = run([py_bin, "-c", "import sys; print(sys.version.split()[0])"])
-    dj = run([py_bin, "-c", "import django; print(django.get_version())"])
-    wrk_v = run([WRK, "-v"]) or ""
-    return {
-        "uwsgi": run([UWSGI, "--version"]),
-        "python": py,
-        "python_note": f"the python3 plugin embeds the libpython of {py_bin}",
-        "django": dj,
-        "kernel": platform.release(),
-        "wrk": wrk_v.splitlines()[0] if wrk_v else None,
-        "repo_commit": run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-    }
-
-
-def plugin_status():
-    p = os.environ.get("COWGUARD_PLUGIN", "").strip()
-    if not p:
-        hint = REPO / "build" / "cowguard_plugin.so"
-        return None, ("COWGUARD_PLUGIN is not set (run `make bench-quick` / `make bench`, or set "
-                      "COWGUARD_PLUGIN=%s%s)" % (hint, "" if hint.exists() else " after `make build`"))
-    if not os.path.isabs(p):
-        p = os.path.abspath(p)
-    if not os.path.isfile(p):
-        return None, "COWGUARD_PLUGIN=%s does not exist" % p
-    return p, None
-
-
-def snapshot_plugin(path):
-    """Copy the plugin to a private temp dir and return (copy, info): other builds may rewrite
-    build/cowguard_plugin.so while the benchmark runs, and every configuration must load the same
-    binary. Waits (up to 60 s) for a complete ELF file whose size and mtime are stable for 1 s."""
-    import hashlib
-    import tempfile
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            st1 = os.stat(path)
-            with open(path, "rb") as f:
-                magic = f.read(4)
-            time.sleep(1.0)
-            st2 = os.stat(path)
-            if magic == b"\x7fELF" and (st1.st_size, st1.st_mtime_ns) == (st2.st_size, st2.st_mtime_ns) \
-                    and st1.st_size > 0:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("%s is not a complete, stable ELF file" % path)
-    tmpdir = tempfile.mkdtemp(prefix="cowguard-bench-plugin-")
-    atexit.register(shutil.rmtree, tmpdir, True)
-    copy = os.path.join(tmpdir, "cowguard_plugin.so")
-    shutil.copy2(path, copy)
-    with open(copy, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return copy, {"path": path, "sha256": digest, "size": st2.st_size,
-                  "mtime": datetime.fromtimestamp(st2.st_mtime).astimezone().isoformat(timespec="seconds")}
-
-
-def ensure_django_db():
-    r = subprocess.run(["/usr/bin/python3", str(BENCH / "apps" / "djangoproj" / "make_db.py")],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise RuntimeError("make_db.py failed: %s" % (r.stderr or r.stdout)[-1000:])
-    return r.stdout.strip()
-
-
 # ---------------------------------------------------------------- plots
 
 def plots(results, outdir):
+    """One PNG per app: mean private MB per worker over the load, one line per configuration."""
     try:
         import matplotlib
 
@@ -759,6 +475,7 @@ def plots(results, outdir):
         log("matplotlib unavailable, no plots: %s" % e)
         return []
     files = []
+    v = results["versions"]
     for app, a in results["apps"].items():
         configs = a["configurations"]
         names = [n for n in report.ordered_configs(configs) if "rps" in (configs[n] or {})]
@@ -770,47 +487,52 @@ def plots(results, outdir):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=n)
         ax.set_xlabel("seconds of load")
         ax.set_ylabel("private MB per worker (mean)")
-        ax.set_title("%s: private memory per worker under load (%d workers)" % (app, results["workers"]))
+        ax.set_title("%s, Python %s (%s): private memory per worker under load, %d workers"
+                     % (app, v.get("python"), v.get("debian") or "?", results["workers"]), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
         f = outdir / ("%s-private-memory.png" % app)
-        fig.savefig(f, dpi=110)
-        plt.close(fig)
-        files.append(f)
-
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        vals = [configs[n]["rps"] for n in names]
-        bars = ax.bar(names, vals, color=["#1f77b4" if not n.startswith("cowguard") else "#d62728" for n in names])
-        noisy = False
-        for b, v, n in zip(bars, vals, names):
-            ax.annotate("%.0f" % v, (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
-            if (configs[n].get("foreign_cpu_pct") or 0) > FOREIGN_CPU_WARN_PCT:
-                b.set_hatch("//")
-                noisy = True
-        if noisy:
-            ax.text(0.99, 0.98, "hatched: >%d%% of the CPU went to other processes" % FOREIGN_CPU_WARN_PCT,
-                    transform=ax.transAxes, ha="right", va="top", fontsize=7)
-        ax.set_ylabel("requests/s (wrk shares the cores)")
-        ax.set_title("%s: throughput" % app)
-        plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
-        fig.tight_layout()
-        f = outdir / ("%s-throughput.png" % app)
-        fig.savefig(f, dpi=110)
+        fig.savefig(f, dpi=100)
         plt.close(fig)
         files.append(f)
     return files
 
 
-# ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- main and its phases
 
-def main(argv=None):
+class Budget:
+    """Re-runs of noisy main phases happen only while the projected run time stays within budget_s."""
+
+    def __init__(self, budget_s, units_total):
+        self.t0 = time.monotonic()
+        self.budget_s = budget_s
+        self.units_total = units_total
+        self.units_done = 0
+        self.noticed = False
+
+    def allows_retry(self, t_unit, phase_s):
+        before = t_unit - self.t0  # seconds spent on the configurations already done
+        avg = before / self.units_done if self.units_done else phase_s * 1.6
+        this_rest = max(0.0, avg - phase_s)  # this configuration's stop phases, estimated
+        projected = (time.monotonic() - self.t0) + phase_s + this_rest + avg * (self.units_total - self.units_done - 1)
+        if projected <= self.budget_s:
+            return True
+        if not self.noticed:
+            log("noisy loads are not re-run: a retry would not fit the %.0f s budget (projected %.0f s)"
+                % (self.budget_s, projected))
+            self.noticed = True
+        return False
+
+
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="short run, <= 2 minutes (default)")
-    mode.add_argument("--full", action="store_true", help="longer run, <= 10 minutes")
-    ap.add_argument("--apps", default="gcheavy,django", help="comma-separated: gcheavy,django")
-    ap.add_argument("--configs", default=",".join(c[0] for c in CONFIGS), help="comma-separated configurations")
+    mode.add_argument("--quick", action="store_true", help="short run, a few minutes (default)")
+    mode.add_argument("--full", action="store_true", help="longer run, about 9 minutes on 2 busy cores")
+    ap.add_argument("--apps", default=",".join(DEFAULT_APPS), help="comma-separated, of: %s" % ",".join(APPS))
+    ap.add_argument("--configs", default=",".join(c.name for c in CONFIGS if c.default),
+                    help="comma-separated, of: %s" % ",".join(CONFIG_BY_NAME))
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--stop-workers", type=int, default=8)
     ap.add_argument("--load-s", type=int, help="override the main load duration (seconds)")
@@ -819,45 +541,45 @@ def main(argv=None):
     ap.add_argument("--no-stop", action="store_true", help="skip the stop phases")
     ap.add_argument("--rounds", type=int, help="override the interleaved throughput rounds (0: none)")
     ap.add_argument("--out", help="results directory (default bench/results/<timestamp>)")
-    ap.add_argument("--retries", type=int, default=2,
+    ap.add_argument("--retries", type=int, default=1,
                     help="re-run a main phase up to this many times when other processes took more than "
-                         "%d%% of the CPU during its load, while the run stays within its time budget "
-                         "(default 2)" % FOREIGN_CPU_WARN_PCT)
-    ap.add_argument("--budget-s", type=float, help="time budget for retries (default: 105 quick, 500 full)")
+                         "%d percent of the CPU during its load, while the run stays within its time budget "
+                         "(default 1)" % FOREIGN_CPU_WARN_PCT)
+    ap.add_argument("--budget-s", type=float, help="time budget for retries in seconds (default: %(quick)s quick, %(full)s full)"
+                    % BUDGET_S)
     args = ap.parse_args(argv)
-    mode_name = "full" if args.full else "quick"
-
-    t_start = time.monotonic()
-    apps = [a.strip() for a in args.apps.split(",") if a.strip()]
-    for a in apps:
+    args.mode = "full" if args.full else "quick"
+    args.app_names = [a.strip() for a in args.apps.split(",") if a.strip()]
+    for a in args.app_names:
         if a not in APPS:
             ap.error("unknown app %r" % a)
-    wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
-    configs = [c for c in CONFIGS if c[0] in wanted]
-    if len(configs) != len(wanted):
-        ap.error("unknown configuration in %r" % args.configs)
-    for tool in (UWSGI, WRK):
-        if not os.path.exists(tool):
-            sys.exit("bench: %s not found" % tool)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for n in names:
+        if n not in CONFIG_BY_NAME:
+            ap.error("unknown configuration %r" % n)
+    args.config_list = [CONFIG_BY_NAME[n] for n in names]
+    return args
 
-    plugin, plugin_why = plugin_status()
-    plugin_info = None
-    if plugin:
-        try:
-            plugin, plugin_info = snapshot_plugin(plugin)
-        except (RuntimeError, OSError) as e:
-            plugin, plugin_why = None, "cannot use COWGUARD_PLUGIN: %s" % e
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    outdir = Path(args.out) if args.out else BENCH / "results" / stamp
-    outdir.mkdir(parents=True, exist_ok=True)
-    logdir = outdir / "logs"
-    logdir.mkdir(exist_ok=True)
 
-    results = {
+def app_durations(args, app):
+    d = durations(args.mode, app)
+    for key in ("load_s", "cycles_s", "warm_s"):
+        if getattr(args, key):
+            setattr(d, key, getattr(args, key))
+    if args.rounds is not None:
+        d.rounds = args.rounds
+    if args.no_stop:
+        d.stop = d.cold_stop = False
+    return d
+
+
+def start_results(args, plugin_info, outdir):
+    v = versions()
+    return {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "mode": mode_name,
+        "mode": args.mode,
         "machine": machine_info(),
-        "versions": versions(),
+        "versions": v,
         "workers": args.workers,
         "stop_workers": args.stop_workers,
         "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS,
@@ -865,131 +587,143 @@ def main(argv=None):
                         "not the machine's capacity" % os.cpu_count()},
         "cowguard_plugin": plugin_info,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "budget_s": args.budget_s or BUDGET_S[mode_name],
-        "configuration_descriptions": {c[0]: report.CONFIG_DESCRIPTIONS.get(c[0], "") for c in configs},
+        "budget_s": args.budget_s or BUDGET_S[args.mode],
+        "configuration_descriptions": {c.name: report.CONFIG_DESCRIPTIONS.get(c.name, "") for c in args.config_list},
+        "outdir": str(outdir),
         "apps": {},
     }
+
+
+def measure_main(app, config, args, d, plugin, logdir, budget):
+    """The main phase, re-run (args.retries times at most, within the budget) while other processes
+    took more than FOREIGN_CPU_WARN_PCT of the CPU; keeps the attempt with the least foreign CPU."""
+    t_unit = time.monotonic()
+    attempts = []
+    while True:
+        log("%s / %s: main phase (%d workers, %ss load, %ss /cycles)%s"
+            % (app, config.name, args.workers, d.load_s, d.cycles_s,
+               " retry %d: the last load shared the CPU with other processes" % len(attempts) if attempts else ""))
+        t_phase = time.monotonic()
+        try:
+            attempt = main_phase(app, config, args, d, plugin, logdir)
+        except Exception as e:  # noqa: BLE001 - reported, the other configurations still run
+            log("%s / %s: main phase failed: %s" % (app, config.name, e))
+            attempt = {"error": "main phase: %s" % e}
+        attempts.append(attempt)
+        foreign = attempt.get("foreign_cpu_pct")
+        if "error" in attempt or foreign is None or foreign <= FOREIGN_CPU_WARN_PCT:
+            break
+        if len(attempts) > args.retries or not budget.allows_retry(t_unit, time.monotonic() - t_phase):
+            break
+    ok = [x for x in attempts if "error" not in x]
+    entry = dict(min(ok, key=lambda x: x.get("foreign_cpu_pct") or 0) if ok else attempts[-1])
+    if len(attempts) > 1:
+        entry["main_attempts_foreign_cpu_pct"] = [x.get("foreign_cpu_pct") for x in attempts]
+    return entry
+
+
+def measure_stops(app, config, args, d, plugin, logdir, entry):
+    for cold in [c for c, wanted in ((False, d.stop), (True, d.cold_stop)) if wanted]:
+        prefix = "cold_stop" if cold else "stop"
+        log("%s / %s: %s phase (%d workers, %s)" % (
+            app, config.name, prefix.replace("_", " "), args.stop_workers,
+            "%d requests per worker" % COLD_REQUESTS_PER_WORKER if cold else "%ss warm-up" % d.warm_s))
+        try:
+            entry.update(stop_phase(app, config, args, d, plugin, logdir, cold=cold))
+        except Exception as e:  # noqa: BLE001
+            log("%s / %s: %s phase failed: %s" % (app, config.name, prefix, e))
+            entry[prefix + "_error"] = str(e)
+
+
+def measure_throughput(app, a, configs, args, d, plugin, logdir):
+    log("%s: interleaved throughput, %d rounds of %ss per configuration" % (app, d.rounds, d.round_s))
+    try:
+        figures = throughput_rounds(app, configs, args.workers, plugin, logdir, d.rounds, d.round_s,
+                                    warm_s=max(2, d.prewarm_s))
+    except Exception as e:  # noqa: BLE001 - reported, the other figures stand
+        log("%s: interleaved throughput failed: %s" % (app, e))
+        a["notes"].append("interleaved throughput failed: %s" % e)
+        figures = {}
+    a["throughput"] = {"rounds": d.rounds, "round_s": d.round_s, "configurations": figures}
+    for name, f in figures.items():
+        entry = a["configurations"].get(name)
+        if isinstance(entry, dict) and "rps" in entry:
+            entry["rps_interleaved"] = f["rps_median"]
+            entry["cpu_ms_per_request_interleaved"] = f["cpu_ms_per_request_median"]
+
+
+def measure_app(app, args, plugin, plugin_why, python, logdir, budget):
+    d = app_durations(args, app)
+    a = {"app": app, "wsgi_file": str(APPS[app].wsgi_file.relative_to(REPO)), "path": APPS[app].path,
+         "description": APPS[app].description, "workers": args.workers, "stop_workers": args.stop_workers,
+         "durations": vars(d), "configurations": {}, "notes": []}
+    if APPS[app].wrk_script:
+        a["wrk_script"] = str(APPS[app].wrk_script.relative_to(REPO))
+    if APPS[app].prepare:
+        try:
+            a["data"] = APPS[app].prepare()
+        except Exception as e:  # noqa: BLE001 - reported, the other apps still run
+            for c in args.config_list:
+                a["configurations"][c.name] = {"error": "data: %s" % e}
+            return a
+    measured = []
+    for config in args.config_list:
+        why = config.skip_reason(python, plugin_why)
+        if why:
+            a["configurations"][config.name] = {"skipped": why}
+            continue
+        t0 = time.monotonic()
+        entry = measure_main(app, config, args, d, plugin, logdir, budget)
+        if "error" not in entry:
+            measure_stops(app, config, args, d, plugin, logdir, entry)
+            measured.append(config)
+        entry["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        entry["elapsed_s"] = round(time.monotonic() - t0, 1)
+        budget.units_done += 1
+        a["configurations"][config.name] = entry
+        if "rps" in entry:
+            log("%s / %s: %.0f req/s, private %.1f MB/worker (copied %.1f), PSS %.0f MB, load avg %.1f"
+                % (app, config.name, entry["rps"], entry["private_mb_per_worker"],
+                   entry["copied_mb_per_worker"] or 0, entry["pss_total_mb"], entry["loadavg_after"][0]))
+    if d.rounds and len(measured) > 1:
+        measure_throughput(app, a, measured, args, d, plugin, logdir)
+    a["ratios"] = report.compute_ratios(a["configurations"])
+    return a
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for tool in (UWSGI, WRK):
+        if not os.path.exists(tool):
+            sys.exit("bench: %s not found" % tool)
+    plugin, plugin_why = plugin_status()
+    plugin_info = None
+    if plugin:
+        try:
+            plugin, plugin_info = snapshot_plugin(plugin)
+        except (RuntimeError, OSError) as e:
+            plugin, plugin_why = None, "cannot use COWGUARD_PLUGIN: %s" % e
+    outdir = Path(args.out) if args.out else BENCH / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    logdir = outdir / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    results = start_results(args, plugin_info, outdir)
+    python = tuple(int(x) for x in (results["versions"]["python"] or "0.0").split(".")[:2])
     if plugin_why:
         log("cowguard configurations skipped: %s" % plugin_why)
-    log("%s run: apps %s, configurations %s, %d workers; results in %s"
-        % (mode_name, ",".join(apps), ",".join(c[0] for c in configs), args.workers, outdir))
-
-    budget_s = args.budget_s or BUDGET_S[mode_name]
-    units_total = len(apps) * len([c for c in configs if plugin or not c[3]])
-    units_done = 0
-    retry_notice = []
+    log("%s run on Python %s: apps %s, configurations %s, %d workers; results in %s"
+        % (args.mode, results["versions"]["python"], ",".join(args.app_names),
+           ",".join(c.name for c in args.config_list), args.workers, outdir))
+    runnable = [c for c in args.config_list if not c.skip_reason(python, plugin_why)]
+    budget = Budget(args.budget_s or BUDGET_S[args.mode], len(args.app_names) * len(runnable))
     try:
-        for app in apps:
-            d = dict(DURATIONS[mode_name][app])
-            for key, val in (("load_s", args.load_s), ("cycles_s", args.cycles_s), ("warm_s", args.warm_s)):
-                if val:
-                    d[key] = val
-            if args.rounds is not None:
-                d["rounds"] = args.rounds
-            results.setdefault("durations", {})[app] = d
-            a = {"app": app, "wsgi_file": str(APPS[app]["wsgi_file"].relative_to(REPO)),
-                 "description": APPS[app]["description"], "workers": args.workers,
-                 "stop_workers": args.stop_workers, "durations": d, "configurations": {}, "notes": []}
-            if APPS[app]["wrk_script"]:
-                a["wrk_script"] = str(APPS[app]["wrk_script"].relative_to(REPO))
-            results["apps"][app] = a
-            if app == "django":
-                try:
-                    a["database"] = ensure_django_db()
-                except Exception as e:  # noqa: BLE001 - reported, the other app still runs
-                    for c in configs:
-                        a["configurations"][c[0]] = {"error": "database: %s" % e}
-                    continue
-            for c in configs:
-                name = c[0]
-                if c[3] and not plugin:
-                    a["configurations"][name] = {"skipped": plugin_why}
-                    continue
-                t_conf = time.monotonic()
-                entry = {}
-                attempts = []
-                while True:
-                    log("%s / %s: main phase (%d workers, %ss load, %ss /cycles)%s"
-                        % (app, name, args.workers, d["load_s"], d["cycles_s"],
-                           " retry %d: the last load shared the CPU with other processes" % len(attempts)
-                           if attempts else ""))
-                    t_phase = time.monotonic()
-                    try:
-                        attempt = main_phase(app, c, args, d, plugin, logdir)
-                    except Exception as e:  # noqa: BLE001
-                        log("%s / %s: main phase failed: %s" % (app, name, e))
-                        attempt = {"error": "main phase: %s" % e}
-                    attempts.append(attempt)
-                    phase_s = time.monotonic() - t_phase
-                    foreign = attempt.get("foreign_cpu_pct")
-                    if "error" in attempt or foreign is None or foreign <= FOREIGN_CPU_WARN_PCT:
-                        break
-                    if len(attempts) > args.retries:
-                        break
-                    # retry only if the whole run still fits its time budget afterwards
-                    before = t_conf - t_start  # seconds spent on the configurations already done
-                    avg = before / units_done if units_done else phase_s * 1.6
-                    this_rest = max(0.0, avg - phase_s)  # this configuration's stop phases, estimated
-                    projected = (time.monotonic() - t_start) + phase_s + this_rest + \
-                        avg * (units_total - units_done - 1)
-                    if projected > budget_s:
-                        if not retry_notice:
-                            log("noisy loads are not re-run: a retry would not fit the %.0f s budget "
-                                "(projected %.0f s)" % (budget_s, projected))
-                            retry_notice.append(1)
-                        break
-                ok = [x for x in attempts if "error" not in x]
-                entry.update(min(ok, key=lambda x: x.get("foreign_cpu_pct") or 0) if ok else attempts[-1])
-                if len(attempts) > 1:
-                    entry["main_attempts_foreign_cpu_pct"] = [x.get("foreign_cpu_pct") for x in attempts]
-                phases = []
-                if "error" not in entry and not args.no_stop:
-                    if d["stop"]:
-                        phases.append(False)
-                    if d["cold_stop"]:
-                        phases.append(True)
-                for cold in phases:
-                    prefix = "cold_stop" if cold else "stop"
-                    log("%s / %s: %s phase (%d workers, %s)" % (
-                        app, name, prefix.replace("_", " "), args.stop_workers,
-                        "%d requests per worker" % COLD_REQUESTS_PER_WORKER if cold else "%ss warm-up" % d["warm_s"]))
-                    try:
-                        entry.update(stop_phase(app, c, args, d, plugin, logdir, cold=cold))
-                    except Exception as e:  # noqa: BLE001
-                        log("%s / %s: %s phase failed: %s" % (app, name, prefix, e))
-                        entry[prefix + "_error"] = str(e)
-                for prefix in ("stop", "cold_stop"):
-                    entry.setdefault(prefix + "_s", None)
-                    entry.setdefault(prefix + "_peak_extra_mb", None)
-                entry["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-                entry["elapsed_s"] = round(time.monotonic() - t_conf, 1)
-                units_done += 1
-                a["configurations"][name] = entry
-                if "rps" in entry:
-                    log("%s / %s: %.0f req/s, p99 %.1f ms, private %.1f MB/worker, PSS %.0f MB, stop %s s"
-                        % (app, name, entry["rps"], entry["p99_ms"] or -1, entry["private_mb_per_worker"],
-                           entry["pss_total_mb"], "%.2f" % entry["stop_s"] if entry.get("stop_s") else "n/a"))
-            if d.get("rounds"):
-                log("%s: interleaved throughput, %d rounds of %ss per configuration" % (app, d["rounds"], d["round_s"]))
-                try:
-                    figures = throughput_rounds(app, configs, args.workers, plugin, logdir, d["rounds"], d["round_s"])
-                except Exception as e:  # noqa: BLE001 - reported, the other figures stand
-                    log("%s: interleaved throughput failed: %s" % (app, e))
-                    a["notes"].append("interleaved throughput failed: %s" % e)
-                    figures = {}
-                a["throughput"] = {"rounds": d["rounds"], "round_s": d["round_s"], "configurations": figures}
-                for name, f in figures.items():
-                    entry = a["configurations"].get(name)
-                    if isinstance(entry, dict) and "rps" in entry:
-                        entry["rps_interleaved"] = f["rps_median"]
-                        entry["cpu_ms_per_request_interleaved"] = f["cpu_ms_per_request_median"]
-            a["ratios"] = report.compute_ratios(a["configurations"])
-            results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+        for app in args.app_names:
+            results["apps"][app] = measure_app(app, args, plugin, plugin_why, python, logdir, budget)
+            results["elapsed_s"] = round(time.monotonic() - budget.t0, 1)
             report.write_json(outdir / "results.json", results)
     finally:
         kill_all()
-
-    results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["elapsed_s"] = round(time.monotonic() - budget.t0, 1)
     results["plots"] = [str(p.relative_to(outdir)) for p in plots(results, outdir)]
     report.write_json(outdir / "results.json", results)
     print(report.markdown(results))

@@ -12,24 +12,16 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, cpu_seconds as cpu_s  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 APP = HERE.parent / "configs" / "apps" / "gcinfo.py"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_s(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def read_doc(port):

@@ -49,9 +49,9 @@ def table(figures):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--app", default="gcheavy", choices=sorted(run.APPS))
-    full = run.DURATIONS["full"]["gcheavy"]  # the same rounds as `make bench`
-    ap.add_argument("--rounds", type=int, default=full["rounds"])
-    ap.add_argument("--seconds", type=int, default=full["round_s"])
+    full = run.durations("full", "graphite")  # the same rounds as `make bench`
+    ap.add_argument("--rounds", type=int, default=full.rounds)
+    ap.add_argument("--seconds", type=int, default=full.round_s)
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args(argv)
     plugin, why = run.plugin_status()
@@ -63,7 +63,9 @@ def main(argv=None):
     outdir = run.BENCH / "results" / (stamp + "-throughput")
     (outdir / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    figures = run.throughput_rounds(args.app, run.CONFIGS, args.workers, plugin, outdir / "logs", args.rounds,
+    python = tuple(int(x) for x in run.versions()["python"].split(".")[:2])
+    configs = [c for c in run.CONFIGS if c.default and not c.skip_reason(python, why)]
+    figures = run.throughput_rounds(args.app, configs, args.workers, plugin, outdir / "logs", args.rounds,
                                    args.seconds)
     doc = {"date": datetime.now().isoformat(timespec="seconds"), "machine": run.machine_info(),
            "app": args.app, "workers": args.workers, "rounds": args.rounds, "seconds": args.seconds,

@@ -16,10 +16,14 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, rollup_kb as kb  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROJ = HERE / "apps" / "djangoproj"
@@ -46,22 +50,6 @@ def paths():
         else:
             out.append(f"/product/{(i * 389) % 4000 + 1}/")
     return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kb(pid, *keys):
-    vals = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            p = line.split()
-            if len(p) >= 3 and p[-1] == "kB":
-                vals[p[0].rstrip(":")] = int(p[1])
-    return sum(vals.get(k, 0) for k in keys)
 
 
 def run(plugin, extra):

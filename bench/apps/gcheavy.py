@@ -11,20 +11,16 @@ to trigger collections:
             them: only the cyclic GC can free them.
   /gc       returns JSON with this worker's GC state.
 
-COWGUARD_BENCH_RECIPE chooses what the app itself does at the end of import:
-  (unset)          nothing: stock CPython GC behaviour.
-  app-freeze       gc.collect(); gc.freeze()  (CPython docs' recommendation, done by the app).
-  article-recipe   gc.set_threshold(0); atexit.register(os._exit, 0)  (Instagram's recipe:
-                   set_threshold(0) turns automatic collection off entirely).
+COWGUARD_BENCH_RECIPE chooses what the app itself does at the end of import (benchapp.py).
 GCHEAVY_ROWS overrides the number of heap rows (for tests).
 """
-import atexit
-import gc
-import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchapp  # noqa: E402  (bench/apps/benchapp.py: recipe, /cycles, /gc)
 
 ROWS = int(os.environ.get("GCHEAVY_ROWS", "300000"))
-RECIPE = os.environ.get("COWGUARD_BENCH_RECIPE", "").strip()
 
 
 def _build_heap(n):
@@ -44,14 +40,6 @@ for _row in HEAP[:: 32]:
 del _row
 
 
-class Node:
-    __slots__ = ("peer", "payload", "__weakref__")
-
-    def __init__(self, payload):
-        self.peer = None
-        self.payload = payload
-
-
 def _handle_default():
     # 3000 tracked dicts alive at once (like rows of a query result being shaped for output)
     rows = [{"id": i, "vals": [i, i + 1]} for i in range(3000)]
@@ -63,47 +51,16 @@ def _handle_default():
     return ("ok %d %s\n" % (total, probe[1] if probe else "-")).encode()
 
 
-def _handle_cycles():
-    made = 0
-    for _ in range(100):
-        a = Node(bytearray(1024))
-        b = Node(bytearray(1024))
-        a.peer = b
-        b.peer = a
-        made += 2
-    return ("cycles %d\n" % made).encode()
-
-
-def _handle_gc():
-    state = {
-        "pid": os.getpid(),
-        "isenabled": gc.isenabled(),
-        "threshold": list(gc.get_threshold()),
-        "freeze_count": gc.get_freeze_count(),
-        "count": list(gc.get_count()),
-        "recipe": RECIPE or None,
-        "rows": ROWS,
-    }
-    return json.dumps(state).encode()
-
-
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/cycles":
-        body, ctype = _handle_cycles(), "text/plain"
+        body, ctype = benchapp.cycles_body(), "text/plain"
     elif path == "/gc":
-        body, ctype = _handle_gc(), "application/json"
+        body, ctype = benchapp.gc_body(rows=ROWS), "application/json"
     else:
         body, ctype = _handle_default(), "text/plain"
     start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
     return [body]
 
 
-if RECIPE == "app-freeze":
-    gc.collect()
-    gc.freeze()
-elif RECIPE == "article-recipe":
-    gc.set_threshold(0)
-    atexit.register(os._exit, 0)
-elif RECIPE:
-    raise RuntimeError("COWGUARD_BENCH_RECIPE=%r: expected app-freeze or article-recipe" % RECIPE)
+benchapp.apply_recipe()

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
 PLUGIN = Path(os.environ.get("COWGUARD_PLUGIN", ROOT / "build" / "cowguard_plugin.so"))
+sys.path.append(str(ROOT / "bench"))
+from common import free_port, smaps_rollup  # noqa: E402,F401  (bench/common.py, shared with the benchmarks)
 # CPython's own default GC thresholds in the Python uWSGI's python3 plugin embeds (what a worker has
 # with cowguard off): 700,10,10 up to 3.12; 3.13 raised generation 0's to 2000.
 EMBEDDED_PYTHON = subprocess.run([ROOT / "tools" / "uwsgi-python-config", "--python"], capture_output=True,
@@ -23,12 +26,6 @@ EMBEDDED_PYTHON = subprocess.run([ROOT / "tools" / "uwsgi-python-config", "--pyt
 STOCK_THRESHOLD = json.loads(subprocess.run(
     [EMBEDDED_PYTHON, "-I", "-c", "import gc, json; print(json.dumps(gc.get_threshold()))"],
     capture_output=True, text=True, check=True).stdout)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Uwsgi:
@@ -157,17 +154,6 @@ def read_stats(where, timeout=10):
         while chunk := s.recv(65536):
             chunks.append(chunk)
     return json.loads(b"".join(chunks))
-
-
-def smaps_rollup(pid):
-    """Figures in kB from /proc/PID/smaps_rollup."""
-    out = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3 and parts[-1] == "kB":
-                out[parts[0].rstrip(":")] = int(parts[1])
-    return out
 
 
 def private_kb(pid):

@@ -8,12 +8,8 @@ fork. Every configuration of the benchmark gets the same warm-up.
 
 DJANGOPROJ_WARM=0 skips that warm-up (a cold project, as most wsgi.py files leave it).
 
-COWGUARD_BENCH_RECIPE (same as bench/apps/gcheavy.py), applied after get_wsgi_application():
-  app-freeze      gc.collect(); gc.freeze()
-  article-recipe  gc.set_threshold(0); atexit.register(os._exit, 0)
+COWGUARD_BENCH_RECIPE (bench/apps/benchapp.py) is applied at the end, after the warm-up.
 """
-import atexit
-import gc
 import io
 import os
 import sys
@@ -68,12 +64,8 @@ def _warm():
 if os.environ.get("DJANGOPROJ_WARM", "1") != "0":
     _warm()
 
-RECIPE = os.environ.get("COWGUARD_BENCH_RECIPE", "").strip()
-if RECIPE == "app-freeze":
-    gc.collect()
-    gc.freeze()
-elif RECIPE == "article-recipe":
-    gc.set_threshold(0)
-    atexit.register(os._exit, 0)
-elif RECIPE:
-    raise RuntimeError("COWGUARD_BENCH_RECIPE=%r: expected app-freeze or article-recipe" % RECIPE)
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+import benchapp  # noqa: E402  (bench/apps/benchapp.py)
+
+benchapp.apply_recipe()
