@@ -77,9 +77,12 @@ def test_workers_see_an_immortal_heap_and_the_figures(uwsgi, tmp_path):
     top = read_stats(stats_port)["cowguard"]
     assert top["immortal_objects"] == immortal and top["immortalize_ms"] > 0, top
     assert top["options"]["cowguard-immortalize"] == "auto"
-    # The guard is unchanged: gc.unfreeze() is blocked, the heap stays frozen.
+    # The guard is unchanged: gc.unfreeze() is blocked, the heap stays frozen. The count may grow:
+    # on 3.12+ a collection moves the immortal objects it meets in a young generation to the
+    # permanent one (gc.c update_refs), and cowguard-gc = between collects after requests (2
+    # objects here on 3.13: immortalized untracked objects the requests' code tracked again).
     after = u.get_json("/unfreeze")
-    assert after["frozen"] == frozen, after
+    assert after["frozen"] >= frozen, after
     u.wait_log("blocked gc.unfreeze() called from")
 
 
