@@ -23,9 +23,13 @@ START_TEST(identify_reads_uwsgi_fields) {
     ck_assert(identify(0, 2, -1) == (ProcessId{Role::Mule, 2}));
     ck_assert(identify(0, 0, 0) == (ProcessId{Role::Spooler, 0}));
     ck_assert(identify(0, 0, 4) == (ProcessId{Role::Spooler, 4}));
-    ck_assert_str_eq(describe(identify(3, 0, -1)).c_str(), "worker 3");
-    ck_assert_str_eq(describe(identify(0, 0, 1)).c_str(), "spooler 1");
-    ck_assert_str_eq(describe(identify(0, 0, -1)).c_str(), "master");
+    // Named strings: ck_assert_str_eq keeps the pointer past a temporary's full-expression.
+    const std::string worker = describe(identify(3, 0, -1));
+    const std::string spooler = describe(identify(0, 0, 1));
+    const std::string master = describe(identify(0, 0, -1));
+    ck_assert_str_eq(worker.c_str(), "worker 3");
+    ck_assert_str_eq(spooler.c_str(), "spooler 1");
+    ck_assert_str_eq(master.c_str(), "master");
 }
 END_TEST
 
