@@ -194,7 +194,7 @@ int count_python_threads() {
 }
 
 // Counts the master's Python threads right before the fork (reinit_python_after_fork reads the
-// count in each child) and names the one hazard cowguard cannot repair.
+// count in each child) and names the two hazards cowguard cannot repair.
 // A thread started at import may hold the GIL, or a lock, when the master forks; the worker gets
 // its state without the thread. With enable-threads the master lets go of the GIL before the fork
 // (master_fixup), and without py-call-uwsgi-fork-hooks nothing takes it back first: a worker can

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import APPS, free_port, private_kb, read_stats
+from common import mem_available_kb  # bench/common.py, on sys.path through conftest
 
 # uwsgi.atexit first, then the atexit handlers last-registered-first (exit_handlers.py).
 HANDLERS = ["uwsgi.atexit", "atexit-last", "atexit-broken", "atexit-first"]
@@ -385,14 +386,6 @@ class StopSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def mem_available():
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1])
-        raise AssertionError("no MemAvailable in /proc/meminfo")
-
     def _run(self):
         while not self._stop.is_set():
             private = {}
@@ -401,7 +394,7 @@ class StopSampler:
                     private[pid] = private_kb(pid)
                 except OSError:  # exited
                     pass
-            self.samples.append((time.monotonic(), self.mem_available(), private))
+            self.samples.append((time.monotonic(), mem_available_kb(), private))
             time.sleep(0.01)
 
     def __enter__(self):
