@@ -126,7 +126,7 @@ struct StatsServer::Loop {
 
     explicit Loop(StatsServer& s) : server(s), cfg(s.cfg_) {}
     ~Loop() {
-        for (auto& [fd, c] : clients) close(fd);
+        for (auto& [fd, c] : clients) hang_up(fd);
         if (ep >= 0) close(ep);
         server.wake_fd_ = -1;  // before closing it: a late stop() must not write into a reused descriptor
         if (wake >= 0) close(wake);
@@ -170,8 +170,17 @@ struct StatsServer::Loop {
         return true;
     }
 
+    // A process forked while the client was connected (uWSGI respawning a worker) holds a copy of
+    // its descriptor, and close() acts on this copy only: shutdown() ends the connection now (after
+    // what was sent), and DEL takes it out of the epoll set, which watches the file, not the copy.
+    static void hang_up(int fd) {
+        shutdown(fd, SHUT_RDWR);
+        close(fd);
+    }
+
     void drop(int fd) {
-        close(fd);  // also leaves the epoll set: the descriptor is not shared
+        epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+        hang_up(fd);
         clients.erase(fd);
     }
 
@@ -202,11 +211,11 @@ struct StatsServer::Loop {
                 return;
             }
             if (static_cast<int>(clients.size()) >= cfg.max_clients) {
-                close(fd);
+                hang_up(fd);
                 continue;
             }
             if (!watch(EPOLL_CTL_ADD, fd, EPOLLIN, "ADD client")) {
-                close(fd);
+                hang_up(fd);
                 continue;
             }
             Client& c = clients[fd];

@@ -7,6 +7,8 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -251,6 +253,43 @@ START_TEST(many_clients_at_once) {
     srv.stop();
     ck_assert_uint_eq(srv.server->served(), kClients);
     ck_assert_int_eq(g_calls.load(), kClients);
+}
+END_TEST
+
+// A process forked while a client is connected (uWSGI respawning a worker while the stats thread
+// serves) holds a copy of the client's descriptor: the client must still see the end of the
+// document at once, not when that process exits (a stats stall of 10 s and more during respawns).
+START_TEST(forked_copy_of_a_client_does_not_hold_its_end) {
+    int port;
+    int fd = tcp_listener(port);
+    std::atomic<pid_t> child{0};
+    StatsServerConfig cfg;
+    cfg.listen_fd = fd;
+    StatsServer server(cfg, [&child] {
+        pid_t pid = fork();  // the client is accepted, its answer not yet built
+        if (pid == 0) {
+            struct timespec ts{10, 0};
+            nanosleep(&ts, nullptr);  // holds every inherited descriptor for 10 s
+            _exit(0);
+        }
+        child = pid;
+        return std::string("{\"n\":1}");
+    });
+    std::thread t([&server] { server.run(); });
+    int c = connect_tcp(port);
+    auto t0 = Clock::now();
+    ReadResult r = read_all(c, 5);
+    double took = seconds_since(t0);
+    close(c);
+    ck_assert_int_gt(child.load(), 0);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    server.stop();
+    t.join();
+    close(fd);
+    ck_assert_msg(r.eof, "no EOF while a forked process holds the client (%zu bytes in %.1f s)", r.data.size(), took);
+    ck_assert_str_eq(r.data.c_str(), "{\"n\":1}");
+    ck_assert_msg(took < 5, "EOF after %.1f s", took);
 }
 END_TEST
 
@@ -751,6 +790,7 @@ int main() {
     tcase_add_test(plain, unix_client_gets_the_document);
     tcase_add_test(plain, many_clients_at_once);
     tcase_add_test(plain, client_that_leaves_early_is_harmless);
+    tcase_add_test(plain, forked_copy_of_a_client_does_not_hold_its_end);
     suite_add_tcase(suite, plain);
     TCase* http = tcase_create("http");
     tcase_set_timeout(http, 30);
