@@ -442,9 +442,11 @@ void log_busy_exit_line() {
     if (!s || !s->written_by(getpid())) return;
     // Only counters and one write: the signal that ends this process may have interrupted
     // anything, malloc included, so no /proc reading (stdio) here.
-    log_line("worker %d (pid %d) exiting busy (in a request, or hijacked) after %llu requests: no exit path runs "
+    const struct uwsgi_worker& w = uwsgi.workers[uwsgi.mywid];
+    log_line("worker %d (pid %d) exiting busy (%s) after %llu requests: no exit path runs "
              "(no atexit handlers, no report), as with the python plugin",
              context().process.id, static_cast<int>(getpid()),
+             w.hijacked ? "hijacked" : w.sig ? "handling a uWSGI signal" : "in a request",
              static_cast<unsigned long long>(s->figures.requests.load()));
 }
 

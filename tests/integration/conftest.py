@@ -113,6 +113,35 @@ class Uwsgi:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
         return sorted(int(p) for p in out.stdout.split())
 
+    def wait_idle(self, timeout=30):
+        """Until every thread of the master's children sleeps in a system call other than a write,
+        twice 20 ms apart: a worker whose client has its response is still in the request until
+        uwsgi_close_request returns (its log line, cowguard-gc = between's collection), and uWSGI's
+        python plugin, and cowguard for parity, run no Python exit path in a worker stopped then."""
+        writes = {"1", "20", "44", "46"}  # x86_64: write, writev, sendto, sendmsg
+
+        def sleeping(pid):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                stat = (task / "stat").read_text()
+                call = (task / "syscall").read_text().split()[0]
+                if stat[stat.rindex(")") + 2] != "S" or call in ("running", "-1") or call in writes:
+                    return False
+            return True
+
+        deadline, calm = time.monotonic() + timeout, 0
+        while calm < 2:
+            assert time.monotonic() < deadline, f"workers not idle after {timeout} s:\n{self.log()}"
+            try:
+                calm = calm + 1 if all(sleeping(pid) for pid in self.worker_pids()) else 0
+            except (FileNotFoundError, ProcessLookupError):
+                calm = 0  # a child came or went
+            time.sleep(0.02)
+
+    def stop_idle(self, sig=signal.SIGTERM, timeout=30):
+        """stop() once the workers are idle (wait_idle): for tests that assert what exiting workers do."""
+        self.wait_idle(timeout)
+        return self.stop(sig, timeout)
+
     def every_worker(self, path, workers, timeout=30, concurrency=8, on_answer=None):
         """Asks `path` (a JSON endpoint returning {"pid": ...}) until each of `workers` pids answered;
         returns each pid's first answer. `on_answer(doc)` sees every answer, in order."""

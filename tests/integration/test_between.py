@@ -85,7 +85,7 @@ def test_steady_state_collects_after_requests(uwsgi, policy):
         series = re.findall(r'^cowguard_process_gc_phase_collections_total\{[^}]*generation="0"[^}]*'
                             r'phase="after_request"[^}]*\} (\d+)$', metrics, re.M)
         assert len(series) == 2 and sum(map(int, series)) >= sum(between.values()), metrics[-3000:]
-        u.stop()
+        u.stop_idle()
         lines = re.findall(r"exiting: .* guarded calls; of those collections, after requests (\d+)/(\d+)/(\d+)", u.log())
         assert len(lines) == 2 and sum(int(n) for line in lines for n in line) > 0, u.log()
     else:

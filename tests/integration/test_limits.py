@@ -129,7 +129,7 @@ def test_respawned_worker_starts_a_new_peak(uwsgi):
     # The new worker sampled (later than 0.6 s on a busy machine: the fixed sleep gave no "uss" once).
     w = wait_for(lambda: (w := worker1(u))["pid"] == pid and "uss" in w and w, 30, "new worker sampled", u.log)
     assert w["uss"] < 40 * MB
-    u.stop()
+    u.stop_idle()
     m = re.search(rf"\[cowguard\] worker 1 \(pid {pid}\) exiting: 1 requests, peak private ([\d.]+) MB", u.log())
     assert m, u.log()
     # The new process leaked 5 MB once: its own peak is about its uss, nowhere near 60 MB.

@@ -761,7 +761,7 @@ def test_exit_line_per_worker(uwsgi, fast_exit):
         count(u.get_json("/"))
     pids = {w["pid"]: w["id"] for w in wait_doc(u, sampled(2))["workers"]}
     assert set(counts) == set(pids), (counts, pids)
-    u.stop()
+    u.stop_idle()
     log = u.log()
     lines = re.findall(r"\[cowguard\] worker (\d+) \(pid (\d+)\) exiting: (\d+) requests, peak private ([\d.]+) MB, "
                        r"(\d+) minor faults, (\d+) major faults, gc collections (\d+)/(\d+)/(\d+) \(([\d.]+) ms\), "
