@@ -3,7 +3,7 @@
 app-level recipe (gc.collect(); gc.freeze() at the end of the app's import), cowguard without a
 warmup, with `cowguard-warmup = cowguard:django_warmup`, with `cowguard-warmup-requests = URLS`
 (the 100 requests wrk rotates over), with both, and (`--configs`) with both plus
-`cowguard-warmup-worker-requests` (the same file replayed again in each worker after its fork).
+`cowguard-warmup-worker-rounds = 1` (the same file replayed again in each worker after its fork).
 
 --app picks the project (bench/apps/):
   graphite   graphite-web from Debian (third-party, as deployed: graphite.wsgi, no warm-up of its
@@ -74,7 +74,7 @@ def configs(urls):
         "cowguard + django_warmup": (["--cowguard-warmup", "cowguard:django_warmup"], {}),
         "cowguard + replay": (["--cowguard-warmup-requests", u], {}),
         "cowguard + django_warmup + replay": (both, {}),
-        "cowguard + both + worker replay": (both + ["--cowguard-warmup-worker-requests", "true"], {}),
+        "cowguard + both + worker replay": (both + ["--cowguard-warmup-worker-rounds", "1"], {}),
     }
 
 
@@ -94,6 +94,7 @@ def p99(xs):
 class Instance:
     def __init__(self, app, name, plugin, logdir):
         self.name, self.port, self.app = name, free_port(), app
+        self.worker_replay = "--cowguard-warmup-worker-rounds" in (configs(app.urls)[name][0] or [])
         self.log = logdir / (app.name + "-" + re.sub(r"\W+", "-", name) + ".log")
         extra, extra_env = configs(app.urls)[name]
         cmd = ["uwsgi", "--master", "--workers", str(WORKERS), "--plugin", "python3",
@@ -108,11 +109,17 @@ class Instance:
     def wait_ready(self):
         """Until every worker is spawned: the socket is bound before the app loads (and the
         warmup runs), so a connection alone says nothing."""
-        deadline = time.monotonic() + 180
-        while f"spawned uWSGI worker {WORKERS} " not in self.log.read_text(errors="replace"):
+        deadline = time.monotonic() + 300
+        while not self.ready(self.log.read_text(errors="replace")):
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name}: uWSGI did not start, see {self.log}")
             time.sleep(0.2)
+
+    def ready(self, log):
+        if f"spawned uWSGI worker {WORKERS} " not in log:
+            return False
+        # With cowguard-warmup-worker-rounds a worker accepts once its replay is done.
+        return not self.worker_replay or len(worker_replay_ms(log)) >= WORKERS
 
     def workers(self):
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
@@ -162,6 +169,7 @@ def timed_requests(inst, workers, urls, per_worker, limit):
 
 def measure(inst, load_s, urls):
     workers = inst.workers()
+    idle_private = [kb(w, "Private_Clean", "Private_Dirty") / 1024 for w in workers]
     first = timed_requests(inst, workers, urls, 50, 600)
     first_50 = [x for v in first.values() for x in v[:50]]
     served = wrk(inst.port, load_s, inst.app.mix)
@@ -170,6 +178,7 @@ def measure(inst, load_s, urls):
     steady = [x for v in timed_requests(inst, workers, urls, 50, 600).values() for x in v]
     return {
         "private_mb_per_worker": statistics.mean(private),
+        "private_mb_per_worker_before_first": statistics.mean(idle_private),
         "total_pss_mb": pss,
         "master_rss_mb": kb(inst.proc.pid, "Rss") / 1024,
         "first_per_worker": sorted(len(v) for v in first.values()),
@@ -181,7 +190,14 @@ def measure(inst, load_s, urls):
         "steady_median_cpu_ms": statistics.median(c for _, c in steady),
         "wrk_requests": served,
         "loadavg_1min": os.getloadavg()[0],
+        **({"worker_replay_ms": statistics.median(worker_replay_ms(inst.log.read_text(errors="replace")))}
+           if inst.worker_replay else {}),
     }
+
+
+def worker_replay_ms(log):
+    """The "done in" figures of the workers' replays (cowguard-warmup-worker-rounds), in log order."""
+    return [float(m) for m in re.findall(r"warmup replay: done in worker \d+ in ([\d.]+) ms", log)]
 
 
 def warmup_lines(log):
@@ -195,14 +211,17 @@ def print_table(res):
     print(f"\n| {app}, {res['workers']} workers, Python {res['versions'].get('python')} (median of {res['rounds']}) "
           f"| private MB/worker after load | vs stock | total PSS MB | vs stock | first request, CPU ms "
           f"| first 50/worker p99 CPU ms | vs stock steady p99 ({stock['steady_p99_cpu_ms']:.1f} ms) "
-          f"| steady p99 CPU ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"| steady p99 CPU ms | private MB/worker before the first request | worker's replay, ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def opt(r, key, fmt):
+        return format(r[key], fmt) if key in r else "-"
+
     for n, r in med.items():
         print(f"| {n} | {r['private_mb_per_worker']:.1f} | {r['private_mb_per_worker'] / stock['private_mb_per_worker']:.2f}x "
               f"| {r['total_pss_mb']:.1f} | {r['total_pss_mb'] / stock['total_pss_mb']:.2f}x "
               f"| {r['first_request_cpu_ms']:.1f} | {r['first_p99_cpu_ms']:.1f} "
-              f"| {r['first_p99_cpu_ms'] / stock['steady_p99_cpu_ms']:.2f}x | {r['steady_p99_cpu_ms']:.1f} |")
-
+              f"| {r['first_p99_cpu_ms'] / stock['steady_p99_cpu_ms']:.2f}x | {r['steady_p99_cpu_ms']:.1f} "
+              f"| {opt(r, 'private_mb_per_worker_before_first', '.1f')} | {opt(r, 'worker_replay_ms', '.0f')} |")
 
 def main():
     ap = argparse.ArgumentParser()

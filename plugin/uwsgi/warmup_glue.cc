@@ -222,7 +222,9 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker, boo
     std::string extra;
     if (total.answers[0]) extra += ", 1xx " + std::to_string(total.answers[0]);
     if (total.other) extra += ", other " + std::to_string(total.other);
-    log_line("warmup replay: done in %.1f ms: 2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu%s, raised %llu%s", total.ms,
+    std::string who = fresh_worker ? " in worker " + std::to_string(uwsgi.mywid) : "";
+    log_line("warmup replay: done%s in %.1f ms: 2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu%s, raised %llu%s", who.c_str(),
+             total.ms,
              ull(total.answers[1]), ull(total.answers[2]), ull(total.answers[3]), ull(total.answers[4]),
              extra.c_str(), ull(total.raised),
              closed_django ? "; Django's database connections closed (connections.close_all())" : "");
