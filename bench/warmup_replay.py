@@ -2,14 +2,16 @@
 """Warmups on a Django project, side by side in one run (issue 18), 4 workers: stock uWSGI, the
 app-level recipe (gc.collect(); gc.freeze() at the end of the app's import), cowguard without a
 warmup, with `cowguard-warmup = cowguard:django_warmup`, with `cowguard-warmup-requests = URLS`
-(the 100 requests wrk rotates over), with both, and (`--configs`) with both plus
+(graphite: one request of each kind the load sends; django: its 100 pages), with both, and (`--configs`) with both plus
 `cowguard-warmup-worker-rounds = 1` (the same file replayed again in each worker after its fork).
 
 --app picks the project (bench/apps/):
   graphite   graphite-web from Debian (third-party, as deployed: graphite.wsgi, no warm-up of its
-             own); URLs bench/wrk/graphite_urls.txt, load bench/wrk/graphite_mix.lua
+             own); replayed bench/wrk/graphite_warmup.txt (one request of each kind the load sends),
+             timed bench/wrk/graphite_urls.txt, load bench/wrk/graphite_mix.lua (the same 100 requests)
   django     the benchmark's own shop, cold (DJANGOPROJ_WARM=0: wsgi.py without its own warm-up,
-             as most wsgi.py files are); URLs bench/wrk/django_urls.txt, load bench/wrk/django_mix.lua
+             as most wsgi.py files are); replayed and timed bench/wrk/django_urls.txt (the 100 pages
+             bench/wrk/django_mix.lua rotates over)
 
 Every configuration is started at once; then, one configuration after the other:
 
@@ -51,15 +53,17 @@ WORKERS = 4
 
 
 class App:
-    def __init__(self, name, wsgi, urls, mix, env, prepare):
-        self.name, self.wsgi, self.urls, self.mix, self.env, self.prepare = name, wsgi, urls, mix, env, prepare
+    """urls: the replay file; timed: the requests timed one at a time (the load's own list)."""
+    def __init__(self, name, wsgi, urls, timed, mix, env, prepare):
+        self.name, self.wsgi, self.urls, self.timed, self.mix = name, wsgi, urls, timed, mix
+        self.env, self.prepare = env, prepare
 
 
 APPS = {
-    "graphite": App("graphite", HERE / "apps" / "graphite" / "wsgi.py", HERE / "wrk" / "graphite_urls.txt",
-                    HERE / "wrk" / "graphite_mix.lua", {}, HERE / "apps" / "graphite" / "make_data.py"),
+    "graphite": App("graphite", HERE / "apps" / "graphite" / "wsgi.py", HERE / "wrk" / "graphite_warmup.txt",
+                    HERE / "wrk" / "graphite_urls.txt", HERE / "wrk" / "graphite_mix.lua", {}, HERE / "apps" / "graphite" / "make_data.py"),
     "django": App("django", HERE / "apps" / "djangoproj" / "wsgi.py", HERE / "wrk" / "django_urls.txt",
-                  HERE / "wrk" / "django_mix.lua", {"DJANGOPROJ_WARM": "0"}, HERE / "apps" / "djangoproj" / "make_db.py"),
+                  HERE / "wrk" / "django_urls.txt", HERE / "wrk" / "django_mix.lua", {"DJANGOPROJ_WARM": "0"}, HERE / "apps" / "djangoproj" / "make_db.py"),
 }
 
 
@@ -246,7 +250,7 @@ def main():
     out = HERE / "results" / (datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{a.tag}" if a.tag else ""))
     logdir = out / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    urls = pages(app.urls)
+    urls = pages(app.timed)
     samples = {n: [] for n in names}
     notes = {}
     for rnd in range(a.rounds):
@@ -267,7 +271,7 @@ def main():
     med = {n: {k: round(statistics.median(s[k] for s in v), 2) for k in v[0] if not isinstance(v[0][k], list)}
            for n, v in samples.items()}
     res = {"date": datetime.now().isoformat(timespec="seconds"), "app": app.name, "workers": WORKERS,
-           "rounds": a.rounds, "load_s": a.load, "urls": str(app.urls.relative_to(HERE.parent)),
+           "rounds": a.rounds, "load_s": a.load, "urls": str(app.urls.relative_to(HERE.parent)), "timed": str(app.timed.relative_to(HERE.parent)),
            "versions": versions(), "configurations": med, "samples": samples, "cowguard_warmup_log": notes}
     path = out / f"warmup_replay-{app.name}.json"
     path.write_text(json.dumps(res, indent=1))
