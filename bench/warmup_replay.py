@@ -186,6 +186,7 @@ def measure(inst, load_s, urls):
         "total_pss_mb": pss,
         "master_rss_mb": kb(inst.proc.pid, "Rss") / 1024,
         "first_per_worker": sorted(len(v) for v in first.values()),
+        "first_cpu_ms_per_worker": [[round(c, 1) for _, c in v[:50]] for v in first.values()],
         "first_request_cpu_ms": statistics.mean(v[0][1] for v in first.values() if v),
         "first_p99_cpu_ms": p99([c for _, c in first_50]),
         "first_p99_wall_ms": p99([w for w, _ in first_50]),
