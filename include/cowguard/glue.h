@@ -45,5 +45,8 @@ void warmup_load_requests();  // init: reads and checks the request files; exits
 // post_app, before the freeze: cowguard-warmup callables (in the main interpreter), the replay of
 // cowguard-warmup-requests and cowguard-warmup-after (in the app's interpreter).
 void warmup_run();
+// A worker after its fork, before its first request: cowguard-warmup-worker-rounds replays of the
+// request files (not with lazy-apps, whose workers replay in warmup_run).
+void warmup_worker_replay();
 
 }  // namespace cowguard::glue

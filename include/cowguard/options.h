@@ -71,6 +71,7 @@ struct Settings {
     WarmupErrors warmup_errors = WarmupErrors::Fatal;
     std::vector<std::string> warmup_requests;  // request files, in order (read and parsed at init)
     int warmup_rounds = 1;                      // times the requests are replayed
+    int warmup_worker_rounds = 0;               // times each worker replays them after its fork (0: never)
     std::vector<std::string> warmup_after;      // module:callable, run after the replay
     bool warmup_dry_run = false;                // log the parsed requests, replay nothing
     bool trim = false;

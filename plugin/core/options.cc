@@ -180,6 +180,13 @@ const std::vector<OptionSpec>& specs() {
          }},
         {"cowguard-warmup-rounds", "an integer from 1 to 1000", false,
          [](const std::string& v, Settings& o) { return parse_int_from_1(v, 1000, o.warmup_rounds); }},
+        {"cowguard-warmup-worker-rounds", "an integer from 0 to 1000 (0: workers replay nothing)", false,
+         [](const std::string& v, Settings& o) {
+             unsigned long long x;
+             if (!parse_uint(trim(v), 1000, x)) return false;
+             o.warmup_worker_rounds = static_cast<int>(x);
+             return true;
+         }},
         {"cowguard-warmup-after", "module:callable (a dotted module path, a colon, a callable name)", true,
          [](const std::string& v, Settings& o) { return add_warmup(v, o.warmup_after); }},
         {"cowguard-warmup-dry-run", "true or false", false,
@@ -484,6 +491,7 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-warmup-errors", s.warmup_errors == WarmupErrors::Fatal ? "fatal" : "log"},
         {"cowguard-warmup-requests", join(s.warmup_requests)},
         {"cowguard-warmup-rounds", std::to_string(s.warmup_rounds)},
+        {"cowguard-warmup-worker-rounds", std::to_string(s.warmup_worker_rounds)},
         {"cowguard-warmup-after", join(s.warmup_after)},
         {"cowguard-warmup-dry-run", b(s.warmup_dry_run)},
         {"cowguard-trim", b(s.trim)},

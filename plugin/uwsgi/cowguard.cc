@@ -432,6 +432,8 @@ void process_started() {
     if (!(worker && lazy_mode() && g_ctx.settings.freeze)) gc::apply_worker_policy(g_ctx, known);
     if (slot) slot->publish(getpid());
     glue::between_process_started(g_ctx);
+    // Last: the worker is set up as it serves, and it accepts nothing until this returns.
+    if (worker && g_ctx.active) glue::warmup_worker_replay();
 }
 
 // The python plugin mounts `mount` apps in the master without taking the GIL (it does so only

@@ -170,30 +170,39 @@ PyObject* base_environ(struct uwsgi_app* app, bool by_mountpoint) {
 
 // Replays each app's requests in the app's own interpreter (a sub-interpreter when uWSGI loads
 // several apps without single-interpreter), where its connections and threads live.
-void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
+// `fresh_worker`: a worker after its fork (cowguard-warmup-worker-rounds): what it opens is its
+// own and stays open, and nothing it meets stops uWSGI (the master's replay of the same requests
+// already ran under cowguard-warmup-errors).
+void replay_requests(const std::vector<AppRequests>& groups, bool in_worker, bool fresh_worker = false) {
     const Settings& s = context().settings;
-    bool fatal = s.warmup_errors == WarmupErrors::Fatal;
+    bool fatal = s.warmup_errors == WarmupErrors::Fatal && !fresh_worker;
+    int rounds = fresh_worker ? s.warmup_worker_rounds : s.warmup_rounds;
+    std::string where = fresh_worker ? "in worker " + std::to_string(uwsgi.mywid) + " (pid " +
+                                           std::to_string(getpid()) + "), after its fork, before its first request"
+                                     : where_it_runs(in_worker, "replays for");
+    const char* going_on = fresh_worker ? "going on: a worker's replay never stops uWSGI"
+                                        : "going on as cowguard-warmup-errors = log asks";
     auto ull = [](uint64_t v) { return static_cast<unsigned long long>(v); };
     warmup::ReplayResult total;
     int closed_django = 0;
     for (const AppRequests& g : groups) {
         log_line("warmup replay: %zu request%s x %d round%s to app %d (mountpoint '%.*s'%s) %s", g.count,
-                 plural(g.count), s.warmup_rounds, plural(static_cast<size_t>(s.warmup_rounds)),
+                 plural(g.count), rounds, plural(static_cast<size_t>(rounds)),
                  static_cast<int>(g.app - uwsgi.workers[uwsgi.mywid].apps), g.app->mountpoint_len, g.app->mountpoint,
                  uwsgi.manage_script_name && !g.by_mountpoint ? ", the default app: no mountpoint matches" : "",
-                 where_it_runs(in_worker, "replays for").c_str());
+                 where.c_str());
         gc::InterpreterScope app_interpreter(static_cast<PyThreadState*>(g.app->interpreter));
         PyObject* base = base_environ(g.app, g.by_mountpoint);
         warmup::ReplayResult r;
         if (base) {
-            r = warmup::replay(static_cast<PyObject*>(g.app->callable), base, g.files, s.warmup_rounds);
+            r = warmup::replay(static_cast<PyObject*>(g.app->callable), base, g.files, rounds);
             Py_DECREF(base);
         } else {
             r.ok = false;
             PyErr_Print();
         }
         // Django's connections opened by the replay must not cross the fork.
-        int closed = r.ok ? warmup::close_django_connections() : 0;
+        int closed = r.ok && !fresh_worker ? warmup::close_django_connections() : 0;
         total.ms += r.ms;
         if (!r.ok || closed < 0) {
             const char* what = r.ok ? "closing Django's database connections raised" : "the replay could not run";
@@ -201,8 +210,7 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
                 stop_startup(in_worker,
                              "cowguard-warmup-requests: %s (traceback above); stopping as cowguard-warmup-errors = "
                              "fatal asks", what);
-            log_line("cowguard-warmup-requests: %s (traceback above); going on as cowguard-warmup-errors = log asks",
-                     what);
+            log_line("cowguard-warmup-requests: %s (traceback above); %s", what, going_on);
             continue;
         }
         closed_django += closed;
@@ -210,11 +218,13 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
         total.other += r.other;
         total.raised += r.raised;
     }
-    context().warmup_ms += total.ms;
+    if (!fresh_worker) context().warmup_ms += total.ms;  // the master's warmup figure
     std::string extra;
     if (total.answers[0]) extra += ", 1xx " + std::to_string(total.answers[0]);
     if (total.other) extra += ", other " + std::to_string(total.other);
-    log_line("warmup replay: done in %.1f ms: 2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu%s, raised %llu%s", total.ms,
+    std::string who = fresh_worker ? " in worker " + std::to_string(uwsgi.mywid) : "";
+    log_line("warmup replay: done%s in %.1f ms: 2xx %llu, 3xx %llu, 4xx %llu, 5xx %llu%s, raised %llu%s", who.c_str(),
+             total.ms,
              ull(total.answers[1]), ull(total.answers[2]), ull(total.answers[3]), ull(total.answers[4]),
              extra.c_str(), ull(total.raised),
              closed_django ? "; Django's database connections closed (connections.close_all())" : "");
@@ -230,6 +240,9 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker) {
 void warmup_load_requests() {
     const Settings& s = context().settings;
     g_files.clear();
+    if (s.warmup_worker_rounds > 0 && s.warmup_requests.empty())
+        fail("cowguard-warmup-worker-rounds: replays the cowguard-warmup-requests files in each worker, and none is "
+             "given: add cowguard-warmup-requests or set 0");
     for (const std::string& path : s.warmup_requests) {
         std::ifstream in(path, std::ios::binary);
         if (!in) fail("cowguard-warmup-requests: " + printable(path) + ": cannot read: " + strerror(errno));
@@ -274,6 +287,15 @@ void warmup_run() {
             groups.empty() ? main : static_cast<PyThreadState*>(groups.front().app->interpreter));
         run_callables(s.warmup_after, "cowguard-warmup-after", in_worker);
     }
+}
+
+void warmup_worker_replay() {
+    const Settings& s = context().settings;
+    if (s.warmup_worker_rounds == 0 || s.warmup_dry_run || request_count() == 0) return;
+    if (uwsgi.lazy || uwsgi.lazy_apps) return;  // warmup_run replays in each worker already
+    gc::GilScope gil;
+    std::vector<AppRequests> groups = route_requests(context().python_modifier);
+    if (!groups.empty()) replay_requests(groups, true, true);
 }
 
 }  // namespace cowguard::glue

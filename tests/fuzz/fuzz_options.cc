@@ -67,6 +67,8 @@ void check_ranges(const Settings& s, const RawOptions& raw) {
     for (const std::string& w : s.warmup_after)
         if (!parse_warmup(w) || w.find(' ') != std::string::npos) fail("warmup-after entry", w);
     if (s.warmup_rounds < 1 || s.warmup_rounds > 1000) fail("warmup rounds", std::to_string(s.warmup_rounds));
+    if (s.warmup_worker_rounds < 0 || s.warmup_worker_rounds > 1000)
+        fail("warmup worker rounds", std::to_string(s.warmup_worker_rounds));
     auto files = raw.find("cowguard-warmup-requests");
     if (s.warmup_requests.size() != (files == raw.end() ? 0 : files->second.size()))
         fail("warmup request files", std::to_string(s.warmup_requests.size()));

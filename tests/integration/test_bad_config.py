@@ -77,6 +77,8 @@ def documented_valid(option, value):
         return bool(value.strip())
     if accepts == "an integer from 1 to 1000":
         return digits(t, 1000) and int(t) >= 1
+    if accepts.startswith("an integer from 0 to 1000"):
+        return digits(t, 1000)
     if accepts.startswith("a uWSGI signal number"):
         return digits(t, 255) and int(t) >= 1
     if accepts.startswith("host:port (TCP"):
@@ -226,6 +228,8 @@ def extra_values(option):
         return ["requests.txt", " requests.txt ", " "]
     if accepts == "an integer from 1 to 1000":
         return ["0", "1", "1000", "1001", "+5"]
+    if accepts.startswith("an integer from 0 to 1000"):
+        return ["0", " 0 ", "1", "1000", "1001", "+5"]
     return [OPTIONS[option].split(",")[0].split(" ")[0].upper()]  # e.g. "BLOCK", "FATAL"
 
 
@@ -255,6 +259,12 @@ def test_every_bad_value_refused_or_working(tmp_path, option):
             assert not r.started and r.status != 0, r.log[-3000:]
             assert r.cowguard_lines() == [line], r.cowguard_lines()
             assert "WSGI app 0" not in r.log, r.log[-3000:]
+        elif option == "cowguard-warmup-worker-rounds" and int(value) > 0:
+            # Valid, but it replays the request files and none is given: one line of its own.
+            line = ("[cowguard] cowguard-warmup-worker-rounds: replays the cowguard-warmup-requests files in each "
+                    "worker, and none is given: add cowguard-warmup-requests or set 0")
+            assert not r.started and r.status != 0, r.log[-3000:]
+            assert r.cowguard_lines() == [line], r.cowguard_lines()
         else:
             assert_works(r)
     assert all(v in runs for v in BAD_KINDS.values())
@@ -282,6 +292,7 @@ DUPLICATES = {
     "cowguard-evil-reload-on-pss": ("8192", "0", "0"),
     "cowguard-warmup-errors": ("fatal", "log", "log"),
     "cowguard-warmup-rounds": ("3", "2", "2"),
+    "cowguard-warmup-worker-rounds": ("3", "0", "0"),
     "cowguard-warmup-dry-run": ("false", "true", "true"),
     "cowguard-trim": ("false", "true", "true"),
     "cowguard-cow-report": ("reports", "reports2", "reports2"),

@@ -67,7 +67,12 @@ def test_warmup_runs_once_in_the_master_before_the_freeze(uwsgi, tmp_path):
     assert cold["cache"] is None and not cold_out.exists()
     assert warm["frozen"] - cold["frozen"] >= 50_000, (warm, cold)  # 50,000 lists and CACHE itself
     m = re.search(r"\[cowguard\] master: froze (\d+) objects", log)
-    assert int(m.group(1)) == warm["frozen"], "the worker still has every object the master froze"
+    if "immortalized" in log:
+        # 3.12+: a collection moves the immortal objects it meets to the permanent generation, so
+        # the worker's freeze count can only grow past the master's.
+        assert int(m.group(1)) <= warm["frozen"], "the worker still has every object the master froze"
+    else:
+        assert int(m.group(1)) == warm["frozen"], "the worker still has every object the master froze"
 
 
 def test_workers_use_the_warm_cache_without_copying_it(uwsgi, tmp_path):

@@ -6,7 +6,9 @@ Apps: tests/apps/replay_app.py (records every request it serves in SEEN, which t
 inherit), tests/apps/i18nproj (Django) and bench/apps/djangoproj (Django, SQLite).
 """
 import json
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -177,6 +179,66 @@ def test_lazy_apps_replay_in_each_worker(uwsgi, tmp_path):
         assert (f"[cowguard] warmup replay: 2 requests x 1 round to app 0 (mountpoint '') in worker {wid} (lazy-apps: "
                 f"each worker replays for its own app; nothing is shared)\n") in log, log
     assert log.count("[cowguard] cowguard-warmup-requests: ") == 1, "read and checked once, at startup"
+
+
+def worker_replay_line(wid, pid, count, rounds):
+    return (f"[cowguard] warmup replay: {count} requests x {rounds} round{'s' if rounds > 1 else ''} to app 0 "
+            f"(mountpoint '') in worker {wid} (pid {pid}), after its fork, before its first request\n")
+
+
+def test_worker_rounds_replay_in_each_worker_before_it_serves_and_after_a_respawn(uwsgi, tmp_path):
+    f = requests_file(tmp_path, "/a\n/b\n")
+    u = uwsgi(["--workers", 2] + REPLAY_APP + ["--cowguard-warmup-requests", f,
+                                               "--cowguard-warmup-worker-rounds", 2]).wait_ready()
+    master = u.proc.pid
+    docs = u.every_worker("/seen", 2)
+    for pid, doc in docs.items():
+        # /seen is not recorded: the first answer of each worker shows what ran before it served
+        # anything: the master's replay (inherited), then its own, 2 requests x 2 rounds.
+        assert [(s["pid"], s["worker"]) for s in doc["seen"]] == [(master, 0)] * 2 + [(pid, doc["worker"])] * 4
+        assert doc["closed"] == 6 and doc["consumed"] == 6
+    log = u.log()
+    for pid, doc in docs.items():
+        assert worker_replay_line(doc["worker"], pid, 2, 2) in log, log
+    for doc in docs.values():
+        assert re.search(rf"\[cowguard\] warmup replay: done in worker {doc['worker']} in [\d.]+ ms: 2xx 4, 3xx 0, "
+                         rf"4xx 0, 5xx 0, raised 0\n", log), log
+    # A respawned worker replays again before its first request.
+    victim = next(iter(docs))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        fresh = [p for p in u.worker_pids() if p not in docs]
+        if fresh:
+            break
+        assert time.monotonic() < deadline, u.log()
+        time.sleep(0.1)
+    new = {}
+    deadline = time.monotonic() + 30
+    while fresh[0] not in new:
+        assert time.monotonic() < deadline, u.log()
+        d = seen(u)
+        new.setdefault(d["pid"], d)
+    d = new[fresh[0]]
+    assert [(s["pid"], s["worker"]) for s in d["seen"]] == [(master, 0)] * 2 + [(fresh[0], d["worker"])] * 4
+    assert worker_replay_line(d["worker"], fresh[0], 2, 2) in u.log()
+
+
+def test_worker_rounds_with_lazy_apps_replay_once(uwsgi, tmp_path):
+    f = requests_file(tmp_path, "/a\n/b\n")
+    u = uwsgi(["--workers", 1, "--lazy-apps"] + REPLAY_APP + ["--cowguard-warmup-requests", f,
+                                                               "--cowguard-warmup-worker-rounds", 3]).wait_ready()
+    doc = seen(u)
+    assert [(s["pid"], s["worker"]) for s in doc["seen"]] == [(doc["pid"], 1)] * 2, "the lazy-apps replay only"
+    assert "after its fork, before its first request" not in u.log()
+
+
+def test_worker_rounds_without_a_request_file_stops_startup(uwsgi, tmp_path):
+    u = uwsgi(["--workers", 1] + REPLAY_APP + ["--cowguard-warmup-worker-rounds", 1])
+    assert u.wait_exit() != 0
+    lines = [x for x in u.log().splitlines() if x.startswith("[cowguard]")]
+    assert lines == ["[cowguard] cowguard-warmup-worker-rounds: replays the cowguard-warmup-requests files in each "
+                     "worker, and none is given: add cowguard-warmup-requests or set 0"], lines
 
 
 def test_mountpoints_and_sub_interpreters(uwsgi, tmp_path):

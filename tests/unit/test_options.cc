@@ -46,8 +46,9 @@ START_TEST(defaults) {
     ck_assert(s.prometheus.text.empty() && s.instance_name.empty());
     ck_assert(s.warmup_requests.empty() && s.warmup_after.empty() && !s.warmup_dry_run);
     ck_assert_int_eq(s.warmup_rounds, 1);
+    ck_assert_int_eq(s.warmup_worker_rounds, 0);
     // Every name is known, and only the warmup callables and request files keep a list.
-    ck_assert_uint_eq(option_names().size(), 26);
+    ck_assert_uint_eq(option_names().size(), 27);
     ck_assert_int_eq(s.cow_report_signal, 99);
     for (const auto& n : option_names())
         ck_assert(option_is_list(n) ==
@@ -77,6 +78,7 @@ START_TEST(good_values) {
         {"cowguard-warmup-errors", {"log"}},
         {"cowguard-warmup-requests", {"urls.txt", " /srv/app/more urls.txt "}},
         {"cowguard-warmup-rounds", {"1000"}},
+        {"cowguard-warmup-worker-rounds", {" 1000 "}},
         {"cowguard-warmup-after", {"app.db:close_all"}},
         {"cowguard-warmup-dry-run", {"yes"}},
         {"cowguard-trim", {"TRUE"}},
@@ -105,6 +107,7 @@ START_TEST(good_values) {
     ck_assert_str_eq(s.warmup_requests[0].c_str(), "urls.txt");
     ck_assert_str_eq(s.warmup_requests[1].c_str(), "/srv/app/more urls.txt");
     ck_assert_int_eq(s.warmup_rounds, 1000);
+    ck_assert_int_eq(s.warmup_worker_rounds, 1000);
     ck_assert_uint_eq(s.warmup_after.size(), 1);
     ck_assert_str_eq(s.warmup_after[0].c_str(), "app.db:close_all");
     ck_assert(s.warmup_dry_run);
@@ -258,6 +261,11 @@ START_TEST(unknown_words) {
     ck_assert(rejected("cowguard-warmup-rounds", "1001"));
     ck_assert(rejected("cowguard-warmup-rounds", "-1"));
     ck_assert(rejected("cowguard-warmup-rounds", "2x"));
+    ck_assert(!rejected("cowguard-warmup-worker-rounds", "0"));
+    ck_assert(rejected("cowguard-warmup-worker-rounds", "1001"));
+    ck_assert(rejected("cowguard-warmup-worker-rounds", "-1"));
+    ck_assert(rejected("cowguard-warmup-worker-rounds", ""));
+    ck_assert(rejected("cowguard-warmup-worker-rounds", "1.5"));
     ck_assert(rejected("cowguard-warmup-after", "close_all"));
     ck_assert(rejected("cowguard-warmup-dry-run", "perhaps"));
     // An unknown option name is an error of its own.
