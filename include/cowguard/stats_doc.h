@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "cowguard/result.h"
+
 namespace cowguard {
 
 // Collections and their time per generation, for one side of the request.
@@ -86,10 +88,11 @@ std::string valid_utf8(std::string_view s);
 // values above LLONG_MAX are clamped to it (JSON integers here are long long); a non-finite double
 // is written as null. Text that is not valid UTF-8 has its offending bytes replaced by '?'.
 // Output is minified (JSON_COMPACT) when `minified`, else indented by one space; key order is
-// always preserved; reals are written with 15 significant digits. Returns false and leaves `out`
-// untouched when uwsgi_doc is not a JSON object (including one holding an integer above
-// LLONG_MAX, which jansson cannot hold) or on allocation failure.
-bool merge_stats(std::string_view uwsgi_doc, const TopFigures& top, const std::map<int, ProcessFigures>& workers,
-                 const std::map<int, ProcessFigures>& mules, bool minified, std::string& out);
+// always preserved; reals are written with 15 significant digits. An error when uwsgi_doc is not
+// a JSON object (including one holding an integer above LLONG_MAX, which jansson cannot hold) or
+// on allocation failure.
+Result<std::string> merge_stats(std::string_view uwsgi_doc, const TopFigures& top,
+                                const std::map<int, ProcessFigures>& workers, const std::map<int, ProcessFigures>& mules,
+                                bool minified);
 
 }  // namespace cowguard

@@ -13,10 +13,12 @@ constexpr uint64_t kMB = 1024 * 1024;
 ProcessFigures read_process(int pid) {
     ProcessFigures f;
     f.pid = pid;
-    MemFigures m;
-    StatFigures st;
-    f.mem_ok = read_mem(pid, m) && read_stat(pid, st);
+    auto mem = read_mem(pid);
+    auto stat = mem ? read_stat(pid) : Result<StatFigures>(fail_with(mem.error()));
+    f.mem_ok = mem && stat;
     if (!f.mem_ok) return f;
+    const MemFigures& m = *mem;
+    const StatFigures& st = *stat;
     f.rss = m.rss;
     f.vsz = st.vsize;
     f.uss = m.uss();
@@ -115,7 +117,10 @@ std::vector<LimitAction> Sampler::sample(int master_pid, const std::vector<Proce
     double t0 = mono_ms();
     Snapshot next;
     std::vector<LimitAction> actions;
-    next.master_ok = read_mem(master_pid, next.master);
+    if (auto master = read_mem(master_pid)) {
+        next.master_ok = true;
+        next.master = *master;
+    }
     if (next.master_ok) next.pss_total += next.master.pss;
     double shared_sum = 0;
     int shared_n = 0;

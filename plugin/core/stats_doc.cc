@@ -172,25 +172,25 @@ json_t* top_object(const TopFigures& top) {
 
 }  // namespace
 
-bool merge_stats(std::string_view uwsgi_doc, const TopFigures& top, const std::map<int, ProcessFigures>& workers,
-                 const std::map<int, ProcessFigures>& mules, bool minified, std::string& out) {
+Result<std::string> merge_stats(std::string_view uwsgi_doc, const TopFigures& top,
+                                const std::map<int, ProcessFigures>& workers, const std::map<int, ProcessFigures>& mules,
+                                bool minified) {
     json_error_t error;
     JsonPtr doc(json_loadb(uwsgi_doc.data(), uwsgi_doc.size(), JSON_ALLOW_NUL, &error));
-    if (!json_is_object(doc.get())) return false;
+    if (!json_is_object(doc.get())) return fail_with("uWSGI's document is not a JSON object");
 
     if (!merge_processes(json_object_get(doc.get(), "workers"), workers) ||
         !merge_processes(json_object_get(doc.get(), "mules"), mules) ||
         !put(doc.get(), "cowguard", top_object(top)))
-        return false;
+        return fail_with("out of memory");
 
     // 15 significant digits (DBL_DIG): 0.1 prints as 0.1, not jansson's default 0.10000000000000001.
     // uWSGI's own document holds only integers, which this does not touch.
     size_t flags = JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15) | (minified ? JSON_COMPACT : JSON_INDENT(1));
     char* text = json_dumps(doc.get(), flags);
-    if (!text) return false;
+    if (!text) return fail_with("out of memory");
     std::unique_ptr<char, decltype(&std::free)> owned(text, &std::free);
-    out.assign(text);
-    return true;
+    return std::string(text);
 }
 
 }  // namespace cowguard

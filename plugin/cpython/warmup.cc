@@ -78,8 +78,8 @@ uint64_t count_of(PyObject* counts, const char* key) {
 
 }  // namespace
 
-ReplayResult replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds) {
-    ReplayResult r;
+ReplayOutcome replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds) {
+    ReplayOutcome r;
     double t0 = mono_ms();
     PyObject* fn = helper("_replay");
     PyObject* requests = fn ? request_tuples(files) : nullptr;
@@ -113,8 +113,8 @@ int close_django_connections() {
     return closed;
 }
 
-Result run(const std::vector<std::string>& callables, bool stop_on_error) {
-    Result r;
+RunOutcome run(const std::vector<std::string>& callables, bool stop_on_error) {
+    RunOutcome r;
     double t0 = mono_ms();
     for (const std::string& spec : callables) {
         if (call_one(spec)) continue;

@@ -230,9 +230,8 @@ std::string build_document() {
     }
     TopFigures top = top_figures(snap);
     top.options = describe_settings(context().settings);
-    std::string out;
-    if (!merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified, out)) return raw;
-    return out;
+    // uWSGI's own document, unchanged, when it cannot be merged.
+    return merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified).value_or(raw);
 }
 
 void register_gauge(const char* name, const char* oid, void* ptr) {
@@ -452,10 +451,9 @@ void log_exit_line() {
     const WorkerSlot* s = context().slot;
     if (!s || !s->written_by(getpid())) return;
     SlotFigures f = s->figures;  // one read
-    MemFigures m;
-    StatFigures st;
-    uint64_t peak = peak_private(f, read_mem(getpid(), m) ? m.uss() : 0);
-    read_stat(getpid(), st);
+    auto m = read_mem(getpid());
+    uint64_t peak = peak_private(f, m ? m->uss() : 0);
+    StatFigures st = read_stat(getpid()).value_or(StatFigures{});
     log_line("%s (pid %d) exiting: %llu requests, peak private %s, %llu minor faults, %llu major faults, "
              "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls; of those collections, after requests "
              "%llu/%llu/%llu (%.1f ms)",

@@ -144,7 +144,7 @@ void assert_uwsgitop_types(json_t* doc) {
 
 bool merge(const std::string& doc, const Figures& workers, std::string& out, bool minified = false,
            const TopFigures& top = top_figures(), const Figures& mules = {}) {
-    return cowguard::merge_stats(doc, top, workers, mules, minified, out);
+    return into(cowguard::merge_stats(doc, top, workers, mules, minified), out);
 }
 
 }  // namespace
@@ -339,7 +339,7 @@ START_TEST(invalid_input_leaves_out_untouched) {
         ck_assert_str_eq(out.c_str(), "sentinel");
     }
     std::string out = "sentinel";
-    ck_assert(!cowguard::merge_stats(std::string_view(), top_figures(), {}, {}, true, out));
+    ck_assert(!into(cowguard::merge_stats(std::string_view(), top_figures(), {}, {}, true), out));
     ck_assert_str_eq(out.c_str(), "sentinel");
 }
 END_TEST
