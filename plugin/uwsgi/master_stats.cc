@@ -27,6 +27,7 @@ extern "C" {
 #include <thread>
 #include <vector>
 
+#include "cowguard/figures.h"
 #include "cowguard/glue.h"
 #include "cowguard/measure.h"
 #include "cowguard/procfs.h"
@@ -324,11 +325,12 @@ void metrics_register() {
         WorkerSlot* slot = context().slot_of({Role::Worker, i});
         if (!slot) continue;
         SlotFigures* s = &slot->figures;
-        struct {
+        struct Gauge {
             const char* suffix;
             int oid;
             void* ptr;
-        } m[] = {
+        };
+        std::vector<Gauge> gauges = {
             {"uss_size", 101, &s->uss},
             {"pss_size", 102, &s->pss},
             {"shared_size", 103, &s->shared},
@@ -337,11 +339,14 @@ void metrics_register() {
             {"major_faults", 106, &s->majflt},
             {"peak_uss_size", 107, &s->peak_private},
             {"gc_collections", 108, &s->gc_collections_total},
-            {"gc_blocked_calls", 109, &s->blocked_calls},
             {"cowguard_recycles", 110, &slot->recycles},
             {"gc_in_request_collections", 111, &s->gc_in_request_total},
         };
-        for (auto& e : m) {
+        for (const GcFigure& f : kGcFigures)
+            if (f.uwsgi_metric && f.value) gauges.push_back({f.uwsgi_metric, f.uwsgi_oid, &(s->*f.value)});
+        // Registered in oid order (uWSGI lists its metrics in the order they were registered).
+        std::sort(gauges.begin(), gauges.end(), [](const Gauge& a, const Gauge& b) { return a.oid < b.oid; });
+        for (const Gauge& e : gauges) {
             snprintf(name, sizeof(name), "worker.%d.%s", i, e.suffix);
             snprintf(oid, sizeof(oid), "3.%d.%d", i, e.oid);
             register_gauge(name, oid, e.ptr);

@@ -39,7 +39,7 @@ cowguard::ProcessFigures figures(int pid, bool sampled) {
     p.rss = std::numeric_limits<uint64_t>::max();  // exercises the clamp
     p.pss = 12345678;
     p.minflt_per_request = std::numeric_limits<double>::quiet_NaN();
-    p.gc.time_ms = 0.5;
+    p.counted.gc_time_ns = 500000;
     return p;
 }
 
