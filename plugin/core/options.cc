@@ -55,6 +55,33 @@ Result<std::string> parse_path(const std::string& v) {
     return t;
 }
 
+// The words of an enumerated option: what it accepts (any case, spaces around) and how its value
+// is written back (describe_settings, the startup line).
+template <typename E>
+struct Keyword {
+    const char* word;
+    E value;
+};
+constexpr Keyword<GuardMode> kGuardWords[] = {
+    {"block", GuardMode::Block}, {"warn", GuardMode::Warn}, {"allow", GuardMode::Allow}};
+constexpr Keyword<Toggle> kToggleWords[] = {{"auto", Toggle::Auto}, {"true", Toggle::On}, {"false", Toggle::Off}};
+constexpr Keyword<WarmupErrors> kWarmupErrorsWords[] = {{"fatal", WarmupErrors::Fatal}, {"log", WarmupErrors::Log}};
+
+template <typename E, size_t N>
+Result<E> parse_word(const Keyword<E> (&words)[N], const std::string& v) {
+    std::string l = lower(trim(v));
+    for (const Keyword<E>& k : words)
+        if (l == k.word) return k.value;
+    return invalid(v);
+}
+
+template <typename E, size_t N>
+const char* word_of(const Keyword<E> (&words)[N], E value) {
+    for (const Keyword<E>& k : words)
+        if (k.value == value) return k.word;
+    return "?";
+}
+
 // A parsed value into its field of the settings (the spec table's one way to apply a parser).
 template <typename T>
 Status store(Result<T> parsed, T& field) {
@@ -177,13 +204,7 @@ const std::vector<OptionSpec>& specs() {
         {"cowguard-warmup", "module:callable (a dotted module path, a colon, a callable name)", true,
          [](const std::string& v, Settings& o) { return append(parse_warmup(v), o.warmup); }},
         {"cowguard-warmup-errors", "fatal or log", false,
-         [](const std::string& v, Settings& o) {
-             std::string l = lower(trim(v));
-             if (l == "fatal") o.warmup_errors = WarmupErrors::Fatal;
-             else if (l == "log") o.warmup_errors = WarmupErrors::Log;
-             else return Status(invalid(v));
-             return Status();
-         }},
+         [](const std::string& v, Settings& o) { return store(parse_word(kWarmupErrorsWords, v), o.warmup_errors); }},
         {"cowguard-warmup-requests", "a request file path (absolute, or relative to uWSGI's working directory)", true,
          [](const std::string& v, Settings& o) { return append(parse_path(v), o.warmup_requests); }},
         {"cowguard-warmup-rounds", "an integer from 1 to 1000", false,
@@ -258,13 +279,7 @@ Result<GcThresholds> parse_between_thresholds(const std::string& v) {
     return out;
 }
 
-Result<GuardMode> parse_guard(const std::string& v) {
-    std::string l = lower(trim(v));
-    if (l == "block") return GuardMode::Block;
-    if (l == "warn") return GuardMode::Warn;
-    if (l == "allow") return GuardMode::Allow;
-    return invalid(v);
-}
+Result<GuardMode> parse_guard(const std::string& v) { return parse_word(kGuardWords, v); }
 
 Result<uint64_t> parse_megabytes(const std::string& v) {
     auto x = parse_uint(trim(v), kMaxMegabytes);
@@ -290,20 +305,13 @@ Result<double> parse_interval(const std::string& v) {
 }
 
 Result<Toggle> parse_toggle(const std::string& v) {
-    if (lower(trim(v)) == "auto") return Toggle::Auto;
+    if (lower(trim(v)) == toggle_name(Toggle::Auto)) return Toggle::Auto;
     auto b = parse_bool(v);
     if (!b) return invalid(v);
     return *b ? Toggle::On : Toggle::Off;
 }
 
-const char* toggle_name(Toggle m) {
-    switch (m) {
-        case Toggle::Auto: return "auto";
-        case Toggle::On: return "true";
-        case Toggle::Off: return "false";
-    }
-    return "?";
-}
+const char* toggle_name(Toggle m) { return word_of(kToggleWords, m); }
 
 Result<ImmortalizePlan> plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze,
                                          bool lazy) {
@@ -457,7 +465,7 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-evil-reload-on-uss", n(s.evil_reload_on_uss_mb)},
         {"cowguard-evil-reload-on-pss", n(s.evil_reload_on_pss_mb)},
         {"cowguard-warmup", warmup},
-        {"cowguard-warmup-errors", s.warmup_errors == WarmupErrors::Fatal ? "fatal" : "log"},
+        {"cowguard-warmup-errors", word_of(kWarmupErrorsWords, s.warmup_errors)},
         {"cowguard-warmup-requests", join(s.warmup_requests)},
         {"cowguard-warmup-rounds", std::to_string(s.warmup_rounds)},
         {"cowguard-warmup-after", join(s.warmup_after)},
@@ -470,13 +478,6 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
     };
 }
 
-const char* guard_name(GuardMode g) {
-    switch (g) {
-        case GuardMode::Block: return "block";
-        case GuardMode::Warn: return "warn";
-        case GuardMode::Allow: return "allow";
-    }
-    return "?";
-}
+const char* guard_name(GuardMode g) { return word_of(kGuardWords, g); }
 
 }  // namespace cowguard

@@ -101,15 +101,15 @@ ReplayOutcome replay(PyObject* app, PyObject* base, const std::vector<RequestFil
 }
 
 int close_django_connections() {
-    PyObject* fn = helper("_after_replay");
-    PyObject* res = fn ? PyObject_CallNoArgs(fn) : nullptr;
-    Py_XDECREF(fn);
-    if (!res) {
-        PyErr_Print();
-        return -1;
+    int closed = -1;
+    if (PyObject* fn = helper("_after_replay")) {
+        if (PyObject* res = PyObject_CallNoArgs(fn)) {
+            closed = PyObject_IsTrue(res);
+            Py_DECREF(res);
+        }
+        Py_DECREF(fn);
     }
-    int closed = PyObject_IsTrue(res);
-    Py_DECREF(res);
+    if (closed < 0) PyErr_Print();
     return closed;
 }
 
