@@ -49,6 +49,19 @@ def _kill_group(proc):
     _LIVE.pop(proc.pid, None)
 
 
+def spawn(cmd, **popen_kw):
+    """A uWSGI master started in its own process group (so kill_group() reaches its workers too),
+    killed with it on any exit of a script that called install_cleanup()."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **popen_kw)
+    _LIVE[proc.pid] = proc
+    return proc
+
+
+def kill_group(proc):
+    """SIGKILL to the process group spawn() started, then the master reaped."""
+    _kill_group(proc)
+
+
 def kill_all():
     for proc in list(_LIVE.values()):
         _kill_group(proc)
@@ -462,6 +475,11 @@ def plugin_status():
     if not os.path.isfile(p):
         return None, "COWGUARD_PLUGIN=%s does not exist" % p
     return p, None
+
+
+def default_plugin():
+    """COWGUARD_PLUGIN, or the plugin `make build` writes (the one-question scripts' default)."""
+    return os.environ.get("COWGUARD_PLUGIN", str(REPO / "build" / "cowguard_plugin.so"))
 
 
 def snapshot_plugin(path):

@@ -8,7 +8,6 @@ private MB (Private_Clean + Private_Dirty) after one request, then after each of
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port  # noqa: E402
+from common import free_port, kill_group, spawn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = os.environ["COWGUARD_PLUGIN"]
@@ -34,12 +33,11 @@ def private_mb(pid):
 
 for mode in ("false", "true"):
     port = free_port()
-    p = subprocess.Popen(["uwsgi", "--master", "--plugin", "python3", "--plugin", PLUGIN,
-                          "--http-socket", f"127.0.0.1:{port}", "--die-on-term",
-                          "--pythonpath", str(REPO / "tests" / "apps"), "--module", "immortal_heap",
-                          "--workers", "1", "--env", "HEAP_ROWS=300000", "--cowguard-immortalize", mode,
-                          "--disable-logging"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    p = spawn(["uwsgi", "--master", "--plugin", "python3", "--plugin", PLUGIN,
+               "--http-socket", f"127.0.0.1:{port}", "--die-on-term",
+               "--pythonpath", str(REPO / "tests" / "apps"), "--module", "immortal_heap",
+               "--workers", "1", "--env", "HEAP_ROWS=300000", "--cowguard-immortalize", mode,
+               "--disable-logging"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -56,5 +54,4 @@ for mode in ("false", "true"):
             out.append(round(private_mb(pid), 1))
         print(f"cowguard-immortalize = {mode}: private MB after 0..5 replacements: {out}", flush=True)
     finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_group(p)

@@ -11,8 +11,6 @@ Usage: COWGUARD_PLUGIN=build/cowguard_plugin.so /usr/bin/python3 bench/prometheu
 """
 import argparse
 import json
-import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -22,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port  # noqa: E402
+from common import default_plugin, free_port, kill_group, spawn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 APP = HERE.parent / "configs" / "apps" / "gcinfo.py"
@@ -90,12 +88,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    plugin = os.environ.get("COWGUARD_PLUGIN", str(HERE.parent / "build" / "cowguard_plugin.so"))
+    plugin = default_plugin()
     http, prom = free_port(), free_port()
     cmd = ["uwsgi", "--master", "--workers", str(a.workers), "--plugin", "python3", "--plugin", plugin,
            "--http-socket", f"127.0.0.1:{http}", "--wsgi-file", str(APP), "--die-on-term", "--disable-logging",
            "--cowguard-prometheus", f"127.0.0.1:{prom}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -117,8 +115,7 @@ def main():
         runs = [scrape(prom) for _ in range(50)]
         prom_cpu_ms = 1000 * (cpu_s(threads["cowguard-prom"]) - p0) / len(runs)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
 
     def mean(rows, key):
         return round(statistics.mean(r[key] for r in rows), 3)

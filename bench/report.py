@@ -5,7 +5,9 @@ or {"skipped": reason} / {"error": message}. See bench/README.md for what each f
 """
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -25,28 +27,82 @@ CONFIG_DESCRIPTIONS = {
     "cowguard-between": "cowguard plugin with --cowguard-gc between (young inside requests, 700,10,10 after them)",
 }
 
-# (key, column header, format)
+@dataclass(frozen=True)
+class StopKeys:
+    """The results.json keys of one stop phase (warm: the workers served load; cold: a few requests
+    each). Written by run.py's stop_phase, read by the tables here."""
+    name: str                          # in logs: "stop" or "cold stop"
+    seconds: str                       # SIGTERM to the master's exit
+    workers_exited_s: str              # SIGTERM to the last worker's exit
+    peak_extra_mb: str                 # host memory (MemAvailable) spike
+    peak_extra_pss_mb: str             # the same counted on the instance's own PSS
+    pss_before_mb: str
+    private_mb_per_worker_before: str
+    foreign_cpu_pct: str
+    exit_status: str
+    error: str
+
+
+WARM_STOP = StopKeys("stop", "stop_s", "stop_workers_exited_s", "stop_peak_extra_mb", "stop_peak_extra_pss_mb",
+                     "stop_pss_before_mb", "stop_private_mb_per_worker_before", "stop_foreign_cpu_pct",
+                     "stop_exit_status", "stop_error")
+COLD_STOP = StopKeys("cold stop", "cold_stop_s", "cold_stop_workers_exited_s", "cold_stop_peak_extra_mb",
+                     "cold_stop_peak_extra_pss_mb", "cold_stop_pss_before_mb", "cold_stop_private_mb_per_worker_before",
+                     "cold_stop_foreign_cpu_pct", "cold_stop_exit_status", "cold_stop_error")
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    render: Callable[[dict], str]  # an entry's cell; "n/a" when not measured
+
+
+def figure(key, spec):
+    """A column of one figure, formatted with `spec`."""
+    return lambda entry: fmt(entry.get(key), spec)
+
+
+def figure_with(key, spec, second_key, second_spec):
+    """A column of one figure and, in parentheses, a second one ("?" when that one is missing)."""
+    def render(entry):
+        first, second = entry.get(key), entry.get(second_key)
+        if first is None:
+            return "n/a"
+        return "%s (%s)" % (spec % first, second_spec % second if second is not None else "?")
+    return render
+
+
+def stop_time(stop):
+    """Seconds to the master's exit (to the last worker's in parentheses)."""
+    return figure_with(stop.seconds, "%.2f", stop.workers_exited_s, "%.2f")
+
+
+def stop_spike(stop):
+    """The host memory spike of a stop in MB (the instance's own PSS spike in parentheses)."""
+    return figure_with(stop.peak_extra_mb, "%.0f", stop.peak_extra_pss_mb, "%.0f")
+
+
 COLUMNS = [
-    ("rps_interleaved", "req/s (median of rounds)", "{:.0f}"),
-    ("rps", "req/s (one load)", "{:.0f}"),
-    ("p50_ms", "p50 ms", "{:.1f}"),
-    ("p99_ms", "p99 ms", "{:.1f}"),
-    ("cpu_ms_per_request", "uWSGI CPU ms/req", "{:.2f}"),
-    ("private_mb_per_worker", "private MB/worker", "{:.1f}"),
-    ("copied_mb_per_worker", "copied MB/worker during load", "{:.1f}"),
-    ("shared_mb_per_worker", "shared MB/worker", "{:.1f}"),
-    ("pss_total_mb", "total PSS MB", "{:.0f}"),
-    ("minflt_per_request", "minflt/req", "{:.1f}"),
-    ("stop_s", "stop 8 workers s (last worker done)", "stop"),
-    ("stop_peak_extra_mb", "stop peak extra MB (own PSS)", "spike:stop"),
-    ("cycle_growth_mb", "/cycles growth MB/worker", "{:.1f}"),
-    ("foreign_cpu_pct", "other CPU %", "{:.0f}"),
+    Column("req/s (median of rounds)", figure("rps_interleaved", "{:.0f}")),
+    Column("req/s (one load)", figure("rps", "{:.0f}")),
+    Column("p50 ms", figure("p50_ms", "{:.1f}")),
+    Column("p99 ms", figure("p99_ms", "{:.1f}")),
+    Column("uWSGI CPU ms/req", figure("cpu_ms_per_request", "{:.2f}")),
+    Column("private MB/worker", figure("private_mb_per_worker", "{:.1f}")),
+    Column("copied MB/worker during load", figure("copied_mb_per_worker", "{:.1f}")),
+    Column("shared MB/worker", figure("shared_mb_per_worker", "{:.1f}")),
+    Column("total PSS MB", figure("pss_total_mb", "{:.0f}")),
+    Column("minflt/req", figure("minflt_per_request", "{:.1f}")),
+    Column("stop 8 workers s (last worker done)", stop_time(WARM_STOP)),
+    Column("stop peak extra MB (own PSS)", stop_spike(WARM_STOP)),
+    Column("/cycles growth MB/worker", figure("cycle_growth_mb", "{:.1f}")),
+    Column("other CPU %", figure("foreign_cpu_pct", "{:.0f}")),
 ]
 
 # shown only when measured (full mode): stopping 8 workers that served 2 requests each
 COLD_COLUMNS = [
-    ("cold_stop_s", "cold stop s (last worker done)", "cold_stop"),
-    ("cold_stop_peak_extra_mb", "cold stop peak extra MB (own PSS)", "spike:cold_stop"),
+    Column("cold stop s (last worker done)", stop_time(COLD_STOP)),
+    Column("cold stop peak extra MB (own PSS)", stop_spike(COLD_STOP)),
 ]
 
 RATIO_KEYS = [
@@ -59,23 +115,9 @@ RATIO_KEYS = [
     ("copied_mb_per_worker", "copied/worker"),
     ("pss_total_mb", "total PSS"),
     ("minflt_per_request", "minflt/req"),
-    ("stop_s", "stop time"),
-    ("stop_workers_exited_s", "workers' exit"),
+    (WARM_STOP.seconds, "stop time"),
+    (WARM_STOP.workers_exited_s, "workers' exit"),
 ]
-
-
-def cell(entry, key, spec):
-    if spec.startswith("spike:"):
-        host, own = entry.get(key), entry.get(spec[6:] + "_peak_extra_pss_mb")
-        if host is None:
-            return "n/a"
-        return "%.0f (%s)" % (host, "%.0f" % own if own is not None else "?")
-    if spec in ("stop", "cold_stop"):
-        total, done = entry.get(spec + "_s"), entry.get(spec + "_workers_exited_s")
-        if total is None:
-            return "n/a"
-        return "%.2f (%s)" % (total, "%.2f" % done if done is not None else "?")
-    return fmt(entry.get(key), spec)
 
 
 def fmt(value, spec):
@@ -115,8 +157,8 @@ def app_table(app_result):
     measured = [configs[n] or {} for n in configs if "rps" in (configs[n] or {})]
     columns = list(COLUMNS) + list(COLD_COLUMNS)
     # a column nobody measured in this app (no rounds, no stop phase in this mode) is left out
-    columns = [c for c in columns if any(cell(e, c[0], c[2]) != "n/a" for e in measured)] or list(COLUMNS)
-    header = "| configuration | " + " | ".join(c[1] for c in columns) + " |"
+    columns = [c for c in columns if any(c.render(e) != "n/a" for e in measured)] or list(COLUMNS)
+    header = "| configuration | " + " | ".join(c.header for c in columns) + " |"
     sep = "|---|" + "|".join("---:" for _ in columns) + "|"
     lines = [header, sep]
     for name in ordered_configs(configs):
@@ -125,7 +167,7 @@ def app_table(app_result):
             word = "skipped" if "skipped" in entry else "failed"
             lines.append("| %s | %s |" % (name, " | ".join([word] + [""] * (len(columns) - 1))))
             continue
-        cells = [cell(entry, k, f) for k, _, f in columns]
+        cells = [c.render(entry) for c in columns]
         lines.append("| %s | %s |" % (name, " | ".join(cells)))
     return lines
 
@@ -226,7 +268,7 @@ def markdown(results, heading_level=3, png_base=None):
                                  if c.get("rps_interleaved") else ""))
             for note in c.get("notes", []):
                 below.append("- note (%s): %s" % (n, note))
-            for k in ("stop_error", "cold_stop_error"):
+            for k in (WARM_STOP.error, COLD_STOP.error):
                 if c.get(k):
                     below.append("- %s (%s): %s" % (k.replace("_", " "), n, c[k]))
         if below:

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import report  # noqa: E402
+from report import COLD_STOP, WARM_STOP  # noqa: E402
 from common import (BENCH, REPO, UWSGI, WRK, WRK_CONNECTIONS, WRK_THREADS, CpuAccount,  # noqa: E402,F401
                     cpu_ms_per_request, free_port, group_pss_mb, kill_all, log, machine_info, mean,
                     mem_available_kb, minflt, plugin_status, run_wrk, sample_workers, smaps,
@@ -379,15 +380,15 @@ def throughput_rounds(app, configs, workers, plugin, logdir, rounds, seconds, wa
     return out
 
 
-def stop_phase(app, config, args, d, plugin, logdir, cold=False):
-    """args.stop_workers workers, warmed with d.warm_s of load (or, cold, COLD_REQUESTS_PER_WORKER
-    requests per worker); time from SIGTERM (--die-on-term) to the master's exit, and the extra host
-    memory used meanwhile (MemAvailable baseline minus its minimum, sampled every 10 ms). Keys:
-    stop_* or cold_stop_*."""
-    prefix = "cold_stop" if cold else "stop"
+def stop_phase(app, config, args, d, plugin, logdir, keys):
+    """args.stop_workers workers, warmed with d.warm_s of load (or, for COLD_STOP,
+    COLD_REQUESTS_PER_WORKER requests per worker); time from SIGTERM (--die-on-term) to the master's
+    exit, and the extra host memory used meanwhile (MemAvailable baseline minus its minimum, sampled
+    every 10 ms). Figures under `keys` (report.WARM_STOP or report.COLD_STOP)."""
+    cold = keys is COLD_STOP
     a = APPS[app]
     u = Uwsgi(app, config, args.stop_workers, plugin,
-              logdir / ("%s-%s-%s.log" % (app, config.name, prefix.replace("_", "-"))))
+              logdir / ("%s-%s-%s.log" % (app, config.name, keys.name.replace(" ", "-"))))
     res = {}
     try:
         u.start()
@@ -399,7 +400,7 @@ def stop_phase(app, config, args, d, plugin, logdir, cold=False):
             run_wrk(u.url(a.path), d.warm_s, a.wrk_script, connections=2 * args.stop_workers)
         time.sleep(0.3)
         warm = sample_workers(pids)
-        res[prefix + "_private_mb_per_worker_before"] = mean(v["private"] for v in warm.values())
+        res[keys.private_mb_per_worker_before] = mean(v["private"] for v in warm.values())
         base = []
         for _ in range(10):
             base.append(mem_available_kb())
@@ -437,26 +438,26 @@ def stop_phase(app, config, args, d, plugin, logdir, cold=False):
         os.kill(u.pid, signal.SIGTERM)
         try:
             u.proc.wait(timeout=STOP_TIMEOUT_S)
-            res[prefix + "_s"] = time.monotonic() - t0
+            res[keys.seconds] = time.monotonic() - t0
         except subprocess.TimeoutExpired:
-            res[prefix + "_s"] = None
-            res[prefix + "_error"] = "master still alive %ss after SIGTERM" % STOP_TIMEOUT_S
+            res[keys.seconds] = None
+            res[keys.error] = "master still alive %ss after SIGTERM" % STOP_TIMEOUT_S
         done.set()
         th.join(timeout=2)
         # the exited workers' CPU reaches us through the master's and then our RUSAGE_CHILDREN
-        res[prefix + "_foreign_cpu_pct"] = acct.finish()["foreign_cpu_pct"]
+        res[keys.foreign_cpu_pct] = acct.finish()["foreign_cpu_pct"]
         # uWSGI's master reaps dead workers on a ~1 s tick, so the master's exit time is coarse;
         # the moment the last worker became a zombie is when the teardown work was really done
-        res[prefix + "_workers_exited_s"] = workers_gone_at[0] - t0 if workers_gone_at else None
-        res[prefix + "_exit_status"] = u.proc.returncode
-        res[prefix + "_peak_extra_mb"] = max(0.0, (baseline - min(samples)) / 1024.0) if samples else None
+        res[keys.workers_exited_s] = workers_gone_at[0] - t0 if workers_gone_at else None
+        res[keys.exit_status] = u.proc.returncode
+        res[keys.peak_extra_mb] = max(0.0, (baseline - min(samples)) / 1024.0) if samples else None
         # the same spike counted on this uWSGI's own processes only (peak of their summed PSS minus
         # its value before the stop): immune to other processes allocating or freeing meanwhile
-        res[prefix + "_peak_extra_pss_mb"] = max(0.0, max(pss_samples) - pss_base) if pss_samples else None
-        res[prefix + "_pss_before_mb"] = pss_base
+        res[keys.peak_extra_pss_mb] = max(0.0, max(pss_samples) - pss_base) if pss_samples else None
+        res[keys.pss_before_mb] = pss_base
         u.forget()
         if not wait_group_gone(u.pid, timeout=5):
-            res[prefix + "_error"] = "workers still alive after the master exited"
+            res[keys.error] = "workers still alive after the master exited"
     finally:
         u.kill()
     return res
@@ -623,16 +624,15 @@ def measure_main(app, config, args, d, plugin, logdir, budget):
 
 
 def measure_stops(app, config, args, d, plugin, logdir, entry):
-    for cold in [c for c, wanted in ((False, d.stop), (True, d.cold_stop)) if wanted]:
-        prefix = "cold_stop" if cold else "stop"
+    for keys in [k for k, wanted in ((WARM_STOP, d.stop), (COLD_STOP, d.cold_stop)) if wanted]:
         log("%s / %s: %s phase (%d workers, %s)" % (
-            app, config.name, prefix.replace("_", " "), args.stop_workers,
-            "%d requests per worker" % COLD_REQUESTS_PER_WORKER if cold else "%ss warm-up" % d.warm_s))
+            app, config.name, keys.name, args.stop_workers,
+            "%d requests per worker" % COLD_REQUESTS_PER_WORKER if keys is COLD_STOP else "%ss warm-up" % d.warm_s))
         try:
-            entry.update(stop_phase(app, config, args, d, plugin, logdir, cold=cold))
+            entry.update(stop_phase(app, config, args, d, plugin, logdir, keys))
         except Exception as e:  # noqa: BLE001
-            log("%s / %s: %s phase failed: %s" % (app, config.name, prefix, e))
-            entry[prefix + "_error"] = str(e)
+            log("%s / %s: %s phase failed: %s" % (app, config.name, keys.name.replace(" ", "_"), e))
+            entry[keys.error] = str(e)
 
 
 def measure_throughput(app, a, configs, args, d, plugin, logdir):

@@ -7,8 +7,6 @@ Usage: COWGUARD_PLUGIN=build/cowguard_plugin.so /usr/bin/python3 bench/stats_cos
 """
 import argparse
 import json
-import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -18,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, cpu_seconds as cpu_s  # noqa: E402
+from common import cpu_seconds as cpu_s, default_plugin, free_port, kill_group, spawn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 APP = HERE.parent / "configs" / "apps" / "gcinfo.py"
@@ -42,7 +40,7 @@ def measure(plugin, workers, seconds):
            "--disable-logging"]
     if plugin:
         cmd[6:6] = ["--plugin", plugin]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -64,8 +62,7 @@ def measure(plugin, workers, seconds):
         return {"master_cpu_pct": round(100 * cpu, 3), "doc_ms_mean": round(1000 * statistics.mean(t for t, _ in serve), 2),
                 "doc_ms_max": round(1000 * max(t for t, _ in serve), 2), "doc_bytes": serve[0][1]}
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
 
 
 def main():
@@ -73,7 +70,7 @@ def main():
     ap.add_argument("--workers", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=30)
     a = ap.parse_args()
-    plugin = os.environ.get("COWGUARD_PLUGIN", str(HERE.parent / "build" / "cowguard_plugin.so"))
+    plugin = default_plugin()
     stock = measure(None, a.workers, a.seconds)
     cow = measure(plugin, a.workers, a.seconds)
     res = {"date": datetime.now().isoformat(timespec="seconds"), "workers": a.workers, "seconds": a.seconds,

@@ -12,7 +12,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -23,17 +22,20 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, rollup_kb as kb  # noqa: E402
+from common import default_plugin, free_port, kill_group, rollup_kb as kb, spawn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROJ = HERE / "apps" / "djangoproj"
 WORKERS = 4
+DJANGO_WARMUP = ["--cowguard-warmup", "cowguard:django_warmup"]
+TRIM = ["--cowguard-trim", "true"]
+# name -> cowguard's options (None: stock uWSGI, without the plugin)
 CONFIGS = {
     "stock": None,
     "cowguard": [],
-    "cowguard + django_warmup": ["--cowguard-warmup", "cowguard:django_warmup"],
-    "cowguard + trim": ["--cowguard-trim", "true"],
-    "cowguard + django_warmup + trim": ["--cowguard-warmup", "cowguard:django_warmup", "--cowguard-trim", "true"],
+    "cowguard + django_warmup": DJANGO_WARMUP,
+    "cowguard + trim": TRIM,
+    "cowguard + django_warmup + trim": DJANGO_WARMUP + TRIM,
 }
 
 
@@ -59,7 +61,7 @@ def run(plugin, extra):
     if extra is not None:
         cmd += ["--plugin", plugin] + extra
     env = dict(os.environ, DJANGOPROJ_WARM="0")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -84,15 +86,14 @@ def run(plugin, extra):
         return {"private_mb_before": before / 1024, "private_mb_after_100": statistics.mean(after) / 1024,
                 "master_rss_mb": kb(proc.pid, "Rss") / 1024}
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    plugin = os.environ.get("COWGUARD_PLUGIN", str(HERE.parent / "build" / "cowguard_plugin.so"))
+    plugin = default_plugin()
     subprocess.run(["/usr/bin/python3", str(PROJ / "make_db.py")], check=True, capture_output=True)
     samples = {name: [] for name in CONFIGS}
     for _ in range(a.rounds):

@@ -45,10 +45,10 @@ struct Context {
     // with lazy-apps).
     ImmortalizePlan immortalize;   // cowguard-immortalize, for this Python and mode
     bool fill_holes = false;       // cowguard-fill-holes, for this mode
-    gc::FreezeResult freeze;
+    gc::FreezeFigures freeze;
     uint64_t immortal_objects = 0;  // cowguard-immortalize: objects made immortal after the freeze
     double immortalize_ms = 0;
-    holes::Result holes;            // cowguard-fill-holes, in the master
+    holes::Filled holes;            // cowguard-fill-holes, in the master
     double warmup_ms = 0;
     // Python threads alive in the master's main interpreter at the last count before the fork
     // (the counting thread included), and the process that counted them.

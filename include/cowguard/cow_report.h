@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "cowguard/result.h"
+
 namespace cowguard::cow_report {
 
 struct Counts {
@@ -39,11 +41,8 @@ std::string summary(const Report& r, size_t top);
 // The report as a Python dict (for cowguard.cow_report()).
 PyObject* build_dict();
 // Writes DIR/cow-<worker>-<pid>.json, mode 0600, never through a symlink and never over an
-// existing file (an earlier report of this pid is replaced through a fresh file).
-struct WriteResult {
-    std::string path;
-    std::optional<std::string> error;  // errno-style reason: nothing was written
-};
-WriteResult write_file(const std::string& dir, int worker_id, const Report& r);
+// existing file (an earlier report of this pid is replaced through a fresh file). The file's path,
+// or an errno-style reason: nothing was written.
+Result<std::string> write_file(const std::string& dir, int worker_id, const Report& r);
 
 }  // namespace cowguard::cow_report

@@ -23,7 +23,7 @@ int cowguard_write_malloc_stats(FILE* out);
 
 namespace cowguard::holes {
 
-struct Result {
+struct Filled {
     uint64_t blocks = 0;  // blocks taken
     uint64_t bytes = 0;
     double ms = 0;
@@ -31,6 +31,6 @@ struct Result {
 };
 
 // In the master, GIL held, right before the fork: one call that runs no Python code.
-Result fill();
+Filled fill();
 
 }  // namespace cowguard::holes

@@ -48,7 +48,7 @@ private:
     bool swapped_ = false;
 };
 
-struct FreezeResult {
+struct FreezeFigures {
     uint64_t frozen = 0;        // objects in the permanent generation, all interpreters
     double ms = 0;              // collection + freeze time
     int interpreters = 0;       // 0: no freeze in this process's history
@@ -86,7 +86,7 @@ void on_interpreter_ready(Context& ctx);
 
 // After every app is loaded: one full collection (optional) and gc.freeze() in every
 // interpreter, the guard installed in each of them; the GC stays disabled here.
-FreezeResult freeze_all(Context& ctx);
+FreezeFigures freeze_all(Context& ctx);
 
 // In a forked worker, mule or spooler: applies the worker GC policy in every interpreter and
 // starts counting collections into the slot. Idempotent per process. `known_frozen` is the

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cowguard/context.h"
+#include "cowguard/result.h"
 
 namespace cowguard::glue {
 
@@ -21,6 +22,16 @@ void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // Stops uWSGI with one line, `[cowguard] <line>`, where the line starts with the option it is
 // about (`cowguard-prometheus: cannot listen on ...`): the one way to refuse a configuration.
 [[noreturn]] void fail(const std::string& line);
+
+// At startup: the value, or uWSGI stopped by fail() with `prefix` and the error line.
+template <typename T>
+T value_or_fail(Result<T> r, const std::string& prefix = "") {
+    if (!r) fail(prefix + r.error());
+    return std::move(*r);
+}
+inline void ok_or_fail(const Status& s, const std::string& prefix = "") {
+    if (!s) fail(prefix + s.error());
+}
 
 // master_stats.cc
 void stats_on_init();          // master, at init: nothing bound yet

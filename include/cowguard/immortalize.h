@@ -35,7 +35,7 @@
 
 namespace cowguard::immortal {
 
-struct Result {
+struct Immortalized {
     uint64_t objects = 0;    // made immortal here: frozen + untracked
     uint64_t frozen = 0;     // of those, in the permanent generation
     double ms = 0;
@@ -45,6 +45,6 @@ struct Result {
 bool supported();
 
 // `interps`: the app interpreters, main first (as gc::freeze_all takes them).
-Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal);
+Immortalized immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal);
 
 }  // namespace cowguard::immortal

@@ -4,9 +4,10 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string_view>
 #include <vector>
+
+#include "cowguard/result.h"
 
 namespace cowguard {
 
@@ -16,8 +17,8 @@ struct SizeClass {
 };
 
 // The rows of the table under the header line "class   size   num pools   blocks in use  avail
-// blocks", up to the first line that is not a row. nullopt when the header is missing, a row is
+// blocks", up to the first line that is not a row. An error when the header is missing, a row is
 // malformed (not five unsigned integers), or a size is 0 or not increasing.
-std::optional<std::vector<SizeClass>> parse_malloc_stats(std::string_view text);
+Result<std::vector<SizeClass>> parse_malloc_stats(std::string_view text);
 
 }  // namespace cowguard

@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cowguard/result.h"
+
 namespace cowguard {
 
 enum class GcPolicy { Young, Between, Off, Thresholds };
@@ -92,38 +94,44 @@ bool option_is_list(const std::string& name);
 // What an option accepts, in words (for help texts and error lines); "" for unknown names.
 const char* option_accepts(const std::string& name);
 
-struct BuildResult {
-    std::optional<std::string> error;  // one line: "cowguard-gc: 'x' is not valid; accepts ..."
-    std::vector<std::string> notes;    // informational lines (e.g. overridden values)
+// The settings, and informational lines about them (e.g. overridden values).
+struct BuiltSettings {
+    Settings settings;
+    std::vector<std::string> notes;
 };
 
-BuildResult build_settings(const RawOptions& raw, Settings& out);
+// Every option checked; the error is one line: "cowguard-gc: 'x' is not valid; accepts ...".
+Result<BuiltSettings> build_settings(const RawOptions& raw);
 
-// Single-value parsers, exposed for the unit tests. Each returns false on a bad value.
-bool parse_bool(const std::string& v, bool& out);
-bool parse_gc_policy(const std::string& v, GcPolicy& policy, GcThresholds& thresholds);
+// Single-value parsers, exposed for the unit tests. Each returns the value, or the error
+// "'<value as written>' is not valid" (build_settings adds the option and what it accepts).
+Result<bool> parse_bool(const std::string& v);
+struct GcChoice {  // cowguard-gc: the policy and its effective thresholds
+    GcPolicy policy;
+    GcThresholds thresholds;
+};
+Result<GcChoice> parse_gc_policy(const std::string& v);
 // cowguard-gc-between: T0[,T1[,T2]], integers 0..1000000000 (0 turns that trigger off); the
 // generations not given keep kBetweenAfterRequest's values.
-bool parse_between_thresholds(const std::string& v, GcThresholds& out);
-bool parse_guard(const std::string& v, GuardMode& out);
-bool parse_megabytes(const std::string& v, uint64_t& out);
-bool parse_interval(const std::string& v, double& out);
-bool parse_warmup(const std::string& v);
-bool parse_listen_address(const std::string& v, ListenAddress& out);
-bool parse_instance_name(const std::string& v, std::string& out);
-
-bool parse_toggle(const std::string& v, Toggle& out);
+Result<GcThresholds> parse_between_thresholds(const std::string& v);
+Result<GuardMode> parse_guard(const std::string& v);
+Result<uint64_t> parse_megabytes(const std::string& v);
+Result<double> parse_interval(const std::string& v);
+Result<std::string> parse_warmup(const std::string& v);  // module:callable, spaces around removed
+Result<ListenAddress> parse_listen_address(const std::string& v);
+Result<std::string> parse_instance_name(const std::string& v);
+Result<Toggle> parse_toggle(const std::string& v);
 
 // Whether to make the frozen heap immortal in this uWSGI, from cowguard-immortalize and what
 // the process can do: `supported` (this Python has immortal objects), `python` (its version, for
-// the lines), cowguard-freeze, lazy-apps. Either `error` (the one startup line that refuses) or
-// `run` with `why`: the words the startup line says about it.
+// the lines), cowguard-freeze, lazy-apps. Either the plan, `run` with `why` (the words the startup
+// line says about it), or the error: the one startup line that refuses.
 struct ImmortalizePlan {
     bool run = false;
     std::string why;
-    std::optional<std::string> error;
 };
-ImmortalizePlan plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze, bool lazy);
+Result<ImmortalizePlan> plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze,
+                                         bool lazy);
 const char* toggle_name(Toggle m);
 
 // Whether the master fills pymalloc's holes before the fork (cowguard-fill-holes): `true` and

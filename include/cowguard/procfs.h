@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "cowguard/result.h"
+
 namespace cowguard {
 
 struct MemFigures {  // all bytes
@@ -17,12 +19,12 @@ struct MemFigures {  // all bytes
 };
 
 // Parses the text of /proc/PID/smaps_rollup, or of /proc/PID/smaps (summing every mapping).
-// The file gives kB; `out` gets bytes. Returns false (leaving `out` untouched) when the text has
+// The file gives kB; the figures are bytes. An error when the text has
 // no "Rss:" line, when a line is neither a mapping header nor "Key: ...", or when a field this
 // function uses has a malformed value ("Rss: abc kB", no "kB", overflow).
 // Pss summed over a full smaps is a little below smaps_rollup's: the kernel rounds each mapping's
 // Pss down to whole kB, while the rollup rounds once.
-bool parse_smaps(std::string_view text, MemFigures& out);
+Result<MemFigures> parse_smaps(std::string_view text);
 
 struct StatFigures {
     int pid = 0;
@@ -31,17 +33,17 @@ struct StatFigures {
 };
 
 // Parses /proc/PID/stat. The comm field (2nd) is in parentheses and may itself contain spaces
-// and ')', so the fields are read from after the LAST ')'. Returns false (leaving `out`
-// untouched) on malformed text or text truncated before the rss field (the 24th) ends.
-bool parse_stat(std::string_view text, StatFigures& out);
+// and ')', so the fields are read from after the LAST ')'. An error on malformed text or text
+// truncated before the rss field (the 24th) ends.
+Result<StatFigures> parse_stat(std::string_view text);
 
 // Reads /proc/<pid>/smaps_rollup, falling back to /proc/<pid>/smaps on kernels without it
-// (before 4.14). False if the process is gone or the file is unreadable or unparsable.
-bool read_mem(int pid, MemFigures& out);
-bool read_stat(int pid, StatFigures& out);
+// (before 4.14). An error if the process is gone or the file is unreadable or unparsable.
+Result<MemFigures> read_mem(int pid);
+Result<StatFigures> read_stat(int pid);
 
 // Reads a whole small /proc file with plain open/read (no stdio buffering surprises).
-// False on any error; `out` is then unspecified.
-bool read_proc_file(const std::string& path, std::string& out);
+// The error names the path and errno's text.
+Result<std::string> read_proc_file(const std::string& path);
 
 }  // namespace cowguard

@@ -2,14 +2,13 @@
 // Pure: the glue passes Py_GetVersion() and PY_MAJOR_VERSION/PY_MINOR_VERSION.
 #pragma once
 
-#include <optional>
-#include <string>
+#include "cowguard/result.h"
 
 namespace cowguard {
 
-// nullopt when `runtime` (Py_GetVersion()'s text, e.g. "3.11.2 (main, ...) [GCC 12.2.0]") is the
+// Ok when `runtime` (Py_GetVersion()'s text, e.g. "3.11.2 (main, ...) [GCC 12.2.0]") is the
 // built major.minor; otherwise the one log line that explains the refusal. 3.1 is not 3.11, and
 // text that does not start with a version is refused too.
-std::optional<std::string> python_version_mismatch(int built_major, int built_minor, const char* runtime);
+Status check_python_version(int built_major, int built_minor, const char* runtime);
 
 }  // namespace cowguard

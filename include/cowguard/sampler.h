@@ -43,9 +43,6 @@ struct Snapshot {
     double last_round_ms = 0;
 };
 
-// GC figures as a process wrote them into its slot.
-GcFigures gc_figures_from(const SlotFigures& slot);
-
 // What the slot says about the process f.pid (GC figures, recycles, the peak private memory), when
 // that process writes it: the one reading for the stats document, the exposition and the sampler.
 void add_slot_figures(ProcessFigures& f, const WorkerSlot& slot);

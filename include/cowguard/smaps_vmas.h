@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cowguard/result.h"
+
 namespace cowguard {
 
 struct Vma {
@@ -16,8 +18,8 @@ struct Vma {
     uint64_t shared = 0, private_ = 0;  // bytes (Shared_* and Private_* sums)
 };
 
-// Parses every mapping of a full /proc/PID/smaps text, in address order. False on malformed text.
-bool parse_smaps_vmas(std::string_view text, std::vector<Vma>& out);
+// Parses every mapping of a full /proc/PID/smaps text, in address order; an error on malformed text.
+Result<std::vector<Vma>> parse_smaps_vmas(std::string_view text);
 
 // The report's mapping kinds.
 enum class MappingKind { PythonObjects, MallocHeap, LibpythonData, ExtensionData, Stacks, OtherAnonymous, Other };

@@ -9,26 +9,10 @@
 #include <utility>
 #include <vector>
 
+#include "cowguard/figures.h"
+#include "cowguard/result.h"
+
 namespace cowguard {
-
-// Collections and their time per generation, for one side of the request.
-struct GcPhase {
-    uint64_t collections[3] = {0, 0, 0};
-    double time_ms[3] = {0, 0, 0};
-};
-
-struct GcFigures {
-    bool enabled = false;
-    long threshold[3] = {0, 0, 0};
-    uint64_t frozen = 0;
-    uint64_t collections[3] = {0, 0, 0};
-    uint64_t collected = 0, uncollectable = 0;
-    double time_ms = 0;
-    uint64_t blocked_calls = 0, restored = 0;
-    // `collections` and `time_ms` split: started by CPython's thresholds (in a worker: inside a
-    // request), and run by cowguard-gc = between after a request (in a mule or spooler: its tick).
-    GcPhase in_request, after_request;
-};
 
 struct ProcessFigures {  // one worker (or mule)
     int pid = 0;
@@ -36,8 +20,8 @@ struct ProcessFigures {  // one worker (or mule)
     uint64_t rss = 0, vsz = 0, uss = 0, pss = 0, shared = 0, private_ = 0, swap = 0, minflt = 0, majflt = 0;
     double minflt_per_request = 0;  // over the recent window
     uint64_t peak_private = 0;
-    bool gc_ok = false;
-    GcFigures gc;
+    bool gc_ok = false;   // false: the process has not published its slot; the "gc" object is omitted
+    SlotFigures counted;  // what the process counted in its slot (one consistent read), when gc_ok
     uint64_t recycles = 0;  // recycles by cowguard's memory limits
 };
 
@@ -72,8 +56,8 @@ std::string valid_utf8(std::string_view s);
 //   - a "cowguard" object is added:
 //       {"shared","private","swap","minflt","majflt","minflt_per_request",   <- only when mem_ok
 //        "peak_private","recycles",                                          <- always (history)
-//        "gc":{"enabled","thresholds":[t0,t1,t2],"frozen","collections":[g0,g1,g2],
-//              "collected","uncollectable","time_ms","blocked_calls","restored",
+//        "gc":{"enabled","thresholds":[t0,t1,t2],  then kGcFigures' keys in order (figures.h):
+//              "frozen","collections":[g0,g1,g2],"collected","uncollectable","time_ms","blocked_calls","restored",
 //              "in_request":{"collections":[g0,g1,g2],"time_ms":[g0,g1,g2]},
 //              "after_request":{"collections":[...],"time_ms":[...]}}}           <- only when gc_ok
 // A top-level "cowguard" object is appended:
@@ -86,10 +70,11 @@ std::string valid_utf8(std::string_view s);
 // values above LLONG_MAX are clamped to it (JSON integers here are long long); a non-finite double
 // is written as null. Text that is not valid UTF-8 has its offending bytes replaced by '?'.
 // Output is minified (JSON_COMPACT) when `minified`, else indented by one space; key order is
-// always preserved; reals are written with 15 significant digits. Returns false and leaves `out`
-// untouched when uwsgi_doc is not a JSON object (including one holding an integer above
-// LLONG_MAX, which jansson cannot hold) or on allocation failure.
-bool merge_stats(std::string_view uwsgi_doc, const TopFigures& top, const std::map<int, ProcessFigures>& workers,
-                 const std::map<int, ProcessFigures>& mules, bool minified, std::string& out);
+// always preserved; reals are written with 15 significant digits. An error when uwsgi_doc is not
+// a JSON object (including one holding an integer above LLONG_MAX, which jansson cannot hold) or
+// on allocation failure.
+Result<std::string> merge_stats(std::string_view uwsgi_doc, const TopFigures& top,
+                                const std::map<int, ProcessFigures>& workers, const std::map<int, ProcessFigures>& mules,
+                                bool minified);
 
 }  // namespace cowguard

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "cowguard/result.h"
+
 namespace cowguard {
 
 enum class StatsProtocol {
@@ -51,10 +53,10 @@ public:
     using DocumentFn = std::function<std::string()>;
     StatsServer(StatsServerConfig cfg, DocumentFn document) : cfg_(cfg), document_(std::move(document)) {}
 
-    // Sets up the event loop (epoll, the wake-up eventfd, the listening socket watched). False,
-    // with the reason logged, when it cannot: the caller then serves the socket some other way.
-    // run() calls it when the caller has not.
-    bool open();
+    // Sets up the event loop (epoll, the wake-up eventfd, the listening socket watched). An error
+    // (logged through cfg.log too) when it cannot: the caller then serves the socket some other
+    // way. run() calls it when the caller has not.
+    Status open();
     // The event loop; returns after stop() or when the listening socket fails (an error other
     // than running out of descriptors or memory, which only pauses accepting).
     void run();

@@ -15,14 +15,14 @@
 
 namespace cowguard::warmup {
 
-struct Result {
+struct RunOutcome {
     bool ok = true;
     double ms = 0;
     std::string failed;  // the module:callable that raised (its traceback went to the log)
 };
 
 // Runs each callable in order; stops at the first failure when stop_on_error.
-Result run(const std::vector<std::string>& callables, bool stop_on_error);
+RunOutcome run(const std::vector<std::string>& callables, bool stop_on_error);
 
 // The requests of one cowguard-warmup-requests file.
 struct RequestFile {
@@ -30,7 +30,7 @@ struct RequestFile {
     std::vector<Request> requests;
 };
 
-struct ReplayResult {
+struct ReplayOutcome {
     bool ok = true;             // false: the replay itself could not run (traceback in the log)
     double ms = 0;
     uint64_t answers[5] = {};   // status 1xx..5xx
@@ -40,7 +40,7 @@ struct ReplayResult {
 
 // Serves every request of `files`, `rounds` times, to the WSGI callable `app` through
 // cowguard._replay: an environ built on `base` (the server's keys: SERVER_NAME, wsgi.errors, ...).
-ReplayResult replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds);
+ReplayOutcome replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds);
 
 // cowguard._after_replay: closes Django's connections if Django is loaded. -1: it raised.
 int close_django_connections();

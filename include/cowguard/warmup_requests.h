@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "cowguard/result.h"
+
 namespace cowguard::warmup {
 
 struct Request {
@@ -28,13 +30,8 @@ struct Request {
     std::vector<std::pair<std::string, std::string>> headers;  // names as written, in order
 };
 
-struct ParseResult {
-    std::vector<Request> requests;
-    // "LINE: what is wrong" for the first bad line (requests is then empty).
-    std::optional<std::string> error;
-};
-
-ParseResult parse_requests(std::string_view text);
+// The requests, or the error "LINE: what is wrong" for the first bad line.
+Result<std::vector<Request>> parse_requests(std::string_view text);
 
 // The line back in the file's syntax (method always written, values quoted where they must be).
 std::string format_request(const Request& r);

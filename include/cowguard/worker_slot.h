@@ -39,8 +39,9 @@ static_assert(sizeof(Relaxed<int64_t>) == sizeof(int64_t), "read in place by uWS
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "slots live in shared memory: need lock-free atomics");
 
 // What one process counts (and what the master's sampler writes for it): every figure that starts
-// afresh when the process is (re)spawned. Add a figure here, where it is counted, and where the
-// stats document names it (stats_doc.cc): no other place.
+// afresh when the process is (re)spawned. A GC figure: add it here, where it is counted, and as a
+// row of kGcFigures (figures.h), which names it in the stats document, cowguard.stats(),
+// Prometheus and (optionally) uWSGI's metrics: no other place.
 struct SlotFigures {
     Relaxed<uint32_t> gc_enabled;
     Relaxed<int64_t> threshold[3];

@@ -29,11 +29,11 @@ bool parse_row(std::string_view line, uint64_t (&out)[5]) {
 
 }  // namespace
 
-std::optional<std::vector<SizeClass>> parse_malloc_stats(std::string_view text) {
+Result<std::vector<SizeClass>> parse_malloc_stats(std::string_view text) {
     size_t header = text.find("class   size   num pools   blocks in use  avail blocks");
-    if (header == std::string_view::npos) return std::nullopt;
+    if (header == std::string_view::npos) return fail_with("no size class table");
     size_t pos = text.find('\n', header);
-    if (pos == std::string_view::npos) return std::nullopt;
+    if (pos == std::string_view::npos) return fail_with("no size class table");
     pos = text.find('\n', pos + 1);  // the "-----" underline
     std::vector<SizeClass> out;
     while (pos != std::string_view::npos && pos + 1 < text.size()) {
@@ -41,12 +41,12 @@ std::optional<std::vector<SizeClass>> parse_malloc_stats(std::string_view text) 
         std::string_view line = text.substr(pos + 1, end == std::string_view::npos ? std::string_view::npos : end - pos - 1);
         if (line.find_first_not_of(' ') == std::string_view::npos) break;  // the blank line after the table
         uint64_t f[5];
-        if (!parse_row(line, f)) return std::nullopt;
-        if (f[1] == 0 || (!out.empty() && f[1] <= out.back().size)) return std::nullopt;
+        if (!parse_row(line, f)) return fail_with("a size class row is not five unsigned integers");
+        if (f[1] == 0 || (!out.empty() && f[1] <= out.back().size)) return fail_with("size classes not increasing");
         out.push_back(SizeClass{static_cast<size_t>(f[1]), f[4]});
         pos = end;
     }
-    if (out.empty()) return std::nullopt;
+    if (out.empty()) return fail_with("no size class row");
     return out;
 }
 

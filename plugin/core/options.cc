@@ -25,41 +25,77 @@ std::string trim(const std::string& s) {
     return s.substr(b, e - b);
 }
 
+// Every parser's error: the value as written; build_settings adds the option and what it accepts.
+Error invalid(const std::string& v) { return fail_with("'" + printable(v) + "' is not valid"); }
+
 // Strict non-negative decimal integer, no sign, no spaces, at most `max`.
-bool parse_uint(const std::string& s, unsigned long long max, unsigned long long& out) {
-    if (s.empty() || s.size() > 20) return false;
+Result<unsigned long long> parse_uint(const std::string& s, unsigned long long max) {
+    if (s.empty() || s.size() > 20) return invalid(s);
     unsigned long long v = 0;
     for (char c : s) {
-        if (c < '0' || c > '9') return false;
+        if (c < '0' || c > '9') return invalid(s);
         unsigned d = static_cast<unsigned>(c - '0');
-        if (v > (max - d) / 10) return false;
+        if (v > (max - d) / 10) return invalid(s);
         v = v * 10 + d;
     }
-    out = v;
-    return true;
+    return v;
 }
 
 // An integer from 1 to `max` (written as parse_uint takes it, spaces around allowed).
-bool parse_int_from_1(const std::string& v, unsigned long long max, int& out) {
-    unsigned long long x;
-    if (!parse_uint(trim(v), max, x) || x < 1) return false;
-    out = static_cast<int>(x);
-    return true;
-}
-
-// module:callable (see parse_warmup), appended to `list` as written, spaces around removed.
-bool add_warmup(const std::string& v, std::vector<std::string>& list) {
-    if (!parse_warmup(v)) return false;
-    list.push_back(trim(v));
-    return true;
+Result<int> parse_int_from_1(const std::string& v, unsigned long long max) {
+    auto x = parse_uint(trim(v), max);
+    if (!x || *x < 1) return invalid(v);
+    return static_cast<int>(*x);
 }
 
 // A file or directory path: not empty, no NUL byte; kept as written, spaces around removed.
-bool parse_path(const std::string& v, std::string& out) {
+Result<std::string> parse_path(const std::string& v) {
     std::string t = trim(v);
-    if (t.empty() || t.find('\0') != std::string::npos) return false;
-    out = t;
-    return true;
+    if (t.empty() || t.find('\0') != std::string::npos) return invalid(v);
+    return t;
+}
+
+// The words of an enumerated option: what it accepts (any case, spaces around) and how its value
+// is written back (describe_settings, the startup line).
+template <typename E>
+struct Keyword {
+    const char* word;
+    E value;
+};
+constexpr Keyword<GuardMode> kGuardWords[] = {
+    {"block", GuardMode::Block}, {"warn", GuardMode::Warn}, {"allow", GuardMode::Allow}};
+constexpr Keyword<Toggle> kToggleWords[] = {{"auto", Toggle::Auto}, {"true", Toggle::On}, {"false", Toggle::Off}};
+constexpr Keyword<WarmupErrors> kWarmupErrorsWords[] = {{"fatal", WarmupErrors::Fatal}, {"log", WarmupErrors::Log}};
+
+template <typename E, size_t N>
+Result<E> parse_word(const Keyword<E> (&words)[N], const std::string& v) {
+    std::string l = lower(trim(v));
+    for (const Keyword<E>& k : words)
+        if (l == k.word) return k.value;
+    return invalid(v);
+}
+
+template <typename E, size_t N>
+const char* word_of(const Keyword<E> (&words)[N], E value) {
+    for (const Keyword<E>& k : words)
+        if (k.value == value) return k.word;
+    return "?";
+}
+
+// A parsed value into its field of the settings (the spec table's one way to apply a parser).
+template <typename T>
+Status store(Result<T> parsed, T& field) {
+    if (!parsed) return fail_with(parsed.error());
+    field = std::move(*parsed);
+    return {};
+}
+
+// A parsed value appended to a list option's values.
+template <typename T>
+Status append(Result<T> parsed, std::vector<T>& list) {
+    if (!parsed) return fail_with(parsed.error());
+    list.push_back(std::move(*parsed));
+    return {};
 }
 
 }  // namespace
@@ -103,22 +139,21 @@ bool is_dotted_name(const std::string& s) {
 constexpr unsigned long long kMaxThreshold = 1000000000ULL;
 
 // T0[,T1[,T2]]: one to three integers 0..kMaxThreshold; the ones not given stay -1.
-bool parse_threshold_list(const std::string& l, GcThresholds& out) {
+Result<GcThresholds> parse_threshold_list(const std::string& l) {
     long vals[3] = {-1, -1, -1};
     size_t start = 0;
     int n = 0;
     while (true) {
-        if (n == 3) return false;
+        if (n == 3) return invalid(l);
         size_t comma = l.find(',', start);
         std::string part = trim(l.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-        unsigned long long x;
-        if (!parse_uint(part, kMaxThreshold, x)) return false;
-        vals[n++] = static_cast<long>(x);
+        auto x = parse_uint(part, kMaxThreshold);
+        if (!x) return invalid(l);
+        vals[n++] = static_cast<long>(*x);
         if (comma == std::string::npos) break;
         start = comma + 1;
     }
-    out = GcThresholds{vals[0], vals[1], vals[2]};
-    return true;
+    return GcThresholds{vals[0], vals[1], vals[2]};
 }
 constexpr unsigned long long kMaxMegabytes = 1ULL << 30;  // 1 PiB: anything above is a typo
 
@@ -126,83 +161,77 @@ struct OptionSpec {
     const char* name;
     const char* accepts;
     bool list;
-    std::function<bool(const std::string&, Settings&)> apply;
+    std::function<Status(const std::string&, Settings&)> apply;
 };
 
 const std::vector<OptionSpec>& specs() {
     static const std::vector<OptionSpec> s = {
         {"cowguard", "true or false", false,
-         [](const std::string& v, Settings& o) { return parse_bool(v, o.enabled); }},
+         [](const std::string& v, Settings& o) { return store(parse_bool(v), o.enabled); }},
         {"cowguard-freeze", "true or false", false,
-         [](const std::string& v, Settings& o) { return parse_bool(v, o.freeze); }},
+         [](const std::string& v, Settings& o) { return store(parse_bool(v), o.freeze); }},
         {"cowguard-collect-before-freeze", "true or false", false,
-         [](const std::string& v, Settings& o) { return parse_bool(v, o.collect_before_freeze); }},
+         [](const std::string& v, Settings& o) { return store(parse_bool(v), o.collect_before_freeze); }},
         {"cowguard-immortalize", "true, false or auto", false,
-         [](const std::string& v, Settings& o) { return parse_toggle(v, o.immortalize); }},
+         [](const std::string& v, Settings& o) { return store(parse_toggle(v), o.immortalize); }},
         {"cowguard-fill-holes", "true, false or auto", false,
-         [](const std::string& v, Settings& o) { return parse_toggle(v, o.fill_holes); }},
+         [](const std::string& v, Settings& o) { return store(parse_toggle(v), o.fill_holes); }},
         {"cowguard-gc", "young, between, off or T0[,T1[,T2]] (integers 0..1000000000)", false,
-         [](const std::string& v, Settings& o) { return parse_gc_policy(v, o.gc, o.thresholds); }},
+         [](const std::string& v, Settings& o) { 
+             auto p = parse_gc_policy(v);
+             if (!p) return Status(fail_with(p.error()));
+             o.gc = p->policy;
+             o.thresholds = p->thresholds;
+             return Status(); }},
         {"cowguard-gc-between", "T0[,T1[,T2]] (integers 0..1000000000; 0 turns that generation's trigger off)", false,
-         [](const std::string& v, Settings& o) { return parse_between_thresholds(v, o.between); }},
+         [](const std::string& v, Settings& o) { return store(parse_between_thresholds(v), o.between); }},
         {"cowguard-guard", "block, warn or allow", false,
-         [](const std::string& v, Settings& o) { return parse_guard(v, o.guard); }},
+         [](const std::string& v, Settings& o) { return store(parse_guard(v), o.guard); }},
         {"cowguard-fast-exit", "true or false", false,
-         [](const std::string& v, Settings& o) { return parse_bool(v, o.fast_exit); }},
+         [](const std::string& v, Settings& o) { return store(parse_bool(v), o.fast_exit); }},
         {"cowguard-stats", "true or false", false,
-         [](const std::string& v, Settings& o) { return parse_bool(v, o.stats); }},
+         [](const std::string& v, Settings& o) { return store(parse_bool(v), o.stats); }},
         {"cowguard-stats-interval", "seconds, a number from 0.1 to 3600", false,
-         [](const std::string& v, Settings& o) { return parse_interval(v, o.stats_interval_s); }},
+         [](const std::string& v, Settings& o) { return store(parse_interval(v), o.stats_interval_s); }},
         {"cowguard-reload-on-uss", "megabytes, an integer from 1 (0 turns it off)", false,
-         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.reload_on_uss_mb); }},
+         [](const std::string& v, Settings& o) { return store(parse_megabytes(v), o.reload_on_uss_mb); }},
         {"cowguard-reload-on-pss", "megabytes, an integer from 1 (0 turns it off)", false,
-         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.reload_on_pss_mb); }},
+         [](const std::string& v, Settings& o) { return store(parse_megabytes(v), o.reload_on_pss_mb); }},
         {"cowguard-evil-reload-on-uss", "megabytes, an integer from 1 (0 turns it off)", false,
-         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.evil_reload_on_uss_mb); }},
+         [](const std::string& v, Settings& o) { return store(parse_megabytes(v), o.evil_reload_on_uss_mb); }},
         {"cowguard-evil-reload-on-pss", "megabytes, an integer from 1 (0 turns it off)", false,
-         [](const std::string& v, Settings& o) { return parse_megabytes(v, o.evil_reload_on_pss_mb); }},
+         [](const std::string& v, Settings& o) { return store(parse_megabytes(v), o.evil_reload_on_pss_mb); }},
         {"cowguard-warmup", "module:callable (a dotted module path, a colon, a callable name)", true,
-         [](const std::string& v, Settings& o) { return add_warmup(v, o.warmup); }},
+         [](const std::string& v, Settings& o) { return append(parse_warmup(v), o.warmup); }},
         {"cowguard-warmup-errors", "fatal or log", false,
-         [](const std::string& v, Settings& o) {
-             std::string l = lower(trim(v));
-             if (l == "fatal") o.warmup_errors = WarmupErrors::Fatal;
-             else if (l == "log") o.warmup_errors = WarmupErrors::Log;
-             else return false;
-             return true;
-         }},
+         [](const std::string& v, Settings& o) { return store(parse_word(kWarmupErrorsWords, v), o.warmup_errors); }},
         {"cowguard-warmup-requests", "a request file path (absolute, or relative to uWSGI's working directory)", true,
-         [](const std::string& v, Settings& o) {
-             std::string path;
-             if (!parse_path(v, path)) return false;
-             o.warmup_requests.push_back(path);
-             return true;
-         }},
+         [](const std::string& v, Settings& o) { return append(parse_path(v), o.warmup_requests); }},
         {"cowguard-warmup-rounds", "an integer from 1 to 1000", false,
-         [](const std::string& v, Settings& o) { return parse_int_from_1(v, 1000, o.warmup_rounds); }},
+         [](const std::string& v, Settings& o) { return store(parse_int_from_1(v, 1000), o.warmup_rounds); }},
         {"cowguard-warmup-worker-rounds", "an integer from 0 to 1000 (0: workers replay nothing)", false,
          [](const std::string& v, Settings& o) {
-             unsigned long long x;
-             if (!parse_uint(trim(v), 1000, x)) return false;
-             o.warmup_worker_rounds = static_cast<int>(x);
-             return true;
+             auto x = parse_uint(trim(v), 1000);
+             if (!x) return Status(invalid(v));
+             o.warmup_worker_rounds = static_cast<int>(*x);
+             return Status();
          }},
         {"cowguard-warmup-after", "module:callable (a dotted module path, a colon, a callable name)", true,
-         [](const std::string& v, Settings& o) { return add_warmup(v, o.warmup_after); }},
+         [](const std::string& v, Settings& o) { return append(parse_warmup(v), o.warmup_after); }},
         {"cowguard-warmup-dry-run", "true or false", false,
-         [](const std::string& v, Settings& o) { return parse_bool(v, o.warmup_dry_run); }},
+         [](const std::string& v, Settings& o) { return store(parse_bool(v), o.warmup_dry_run); }},
         {"cowguard-trim", "true or false", false,
-         [](const std::string& v, Settings& o) { return parse_bool(v, o.trim); }},
+         [](const std::string& v, Settings& o) { return store(parse_bool(v), o.trim); }},
         {"cowguard-cow-report", "a directory path (absolute, or relative to uWSGI's working directory)", false,
-         [](const std::string& v, Settings& o) { return parse_path(v, o.cow_report_dir); }},
+         [](const std::string& v, Settings& o) { return store(parse_path(v), o.cow_report_dir); }},
         {"cowguard-cow-report-signal", "a uWSGI signal number, an integer from 1 to 255", false,
-         [](const std::string& v, Settings& o) { return parse_int_from_1(v, 255, o.cow_report_signal); }},
+         [](const std::string& v, Settings& o) { return store(parse_int_from_1(v, 255), o.cow_report_signal); }},
         {"cowguard-prometheus",
          "host:port (TCP, port 1 to 65535, an empty host is every interface) or a unix socket path (no colon, "
          "at most 107 bytes)",
-         false, [](const std::string& v, Settings& o) { return parse_listen_address(v, o.prometheus); }},
+         false, [](const std::string& v, Settings& o) { return store(parse_listen_address(v), o.prometheus); }},
         {"cowguard-instance-name", "a name of 1 to 128 characters, no control characters", false,
-         [](const std::string& v, Settings& o) { return parse_instance_name(v, o.instance_name); }},
+         [](const std::string& v, Settings& o) { return store(parse_instance_name(v), o.instance_name); }},
     };
     return s;
 }
@@ -230,203 +259,158 @@ const char* option_accepts(const std::string& name) {
     return "";
 }
 
-bool parse_bool(const std::string& v, bool& out) {
+Result<bool> parse_bool(const std::string& v) {
     std::string l = lower(trim(v));
-    if (l == "true" || l == "yes" || l == "on" || l == "1") { out = true; return true; }
-    if (l == "false" || l == "no" || l == "off" || l == "0") { out = false; return true; }
-    return false;
+    if (l == "true" || l == "yes" || l == "on" || l == "1") return true;
+    if (l == "false" || l == "no" || l == "off" || l == "0") return false;
+    return invalid(v);
 }
 
-bool parse_gc_policy(const std::string& v, GcPolicy& policy, GcThresholds& thresholds) {
+Result<GcChoice> parse_gc_policy(const std::string& v) {
     std::string l = lower(trim(v));
-    if (l == "young") {
-        policy = GcPolicy::Young;
-        thresholds = kYoungThresholds;
-        return true;
-    }
-    if (l == "between") {
-        policy = GcPolicy::Between;
-        thresholds = kYoungThresholds;
-        return true;
-    }
-    if (l == "off") {
-        policy = GcPolicy::Off;
-        thresholds = GcThresholds{0, -1, -1};
-        return true;
-    }
-    GcThresholds t;
-    if (!parse_threshold_list(l, t)) return false;
-    policy = GcPolicy::Thresholds;
-    thresholds = t;
-    return true;
+    if (l == "young") return GcChoice{GcPolicy::Young, kYoungThresholds};
+    if (l == "between") return GcChoice{GcPolicy::Between, kYoungThresholds};
+    if (l == "off") return GcChoice{GcPolicy::Off, GcThresholds{0, -1, -1}};
+    auto t = parse_threshold_list(l);
+    if (!t) return invalid(v);
+    return GcChoice{GcPolicy::Thresholds, *t};
 }
 
-bool parse_between_thresholds(const std::string& v, GcThresholds& out) {
-    GcThresholds t;
-    if (!parse_threshold_list(trim(v), t)) return false;
-    out = kBetweenAfterRequest;
-    out.t0 = t.t0;
-    if (t.t1 >= 0) out.t1 = t.t1;
-    if (t.t2 >= 0) out.t2 = t.t2;
-    return true;
+Result<GcThresholds> parse_between_thresholds(const std::string& v) {
+    auto t = parse_threshold_list(trim(v));
+    if (!t) return invalid(v);
+    GcThresholds out = kBetweenAfterRequest;
+    out.t0 = t->t0;
+    if (t->t1 >= 0) out.t1 = t->t1;
+    if (t->t2 >= 0) out.t2 = t->t2;
+    return out;
 }
 
-bool parse_guard(const std::string& v, GuardMode& out) {
-    std::string l = lower(trim(v));
-    if (l == "block") out = GuardMode::Block;
-    else if (l == "warn") out = GuardMode::Warn;
-    else if (l == "allow") out = GuardMode::Allow;
-    else return false;
-    return true;
+Result<GuardMode> parse_guard(const std::string& v) { return parse_word(kGuardWords, v); }
+
+Result<uint64_t> parse_megabytes(const std::string& v) {
+    auto x = parse_uint(trim(v), kMaxMegabytes);
+    if (!x) return invalid(v);
+    return static_cast<uint64_t>(*x);
 }
 
-bool parse_megabytes(const std::string& v, uint64_t& out) {
-    unsigned long long x;
-    if (!parse_uint(trim(v), kMaxMegabytes, x)) return false;
-    out = x;
-    return true;
-}
-
-bool parse_interval(const std::string& v, double& out) {
+Result<double> parse_interval(const std::string& v) {
     std::string t = trim(v);
-    if (t.empty() || t.size() > 16) return false;
+    if (t.empty() || t.size() > 16) return invalid(v);
     int dots = 0;
     for (char c : t) {
         if (c == '.') dots++;
-        else if (c < '0' || c > '9') return false;
+        else if (c < '0' || c > '9') return invalid(v);
     }
-    if (dots > 1 || t.front() == '.' || t.back() == '.') return false;
+    if (dots > 1 || t.front() == '.' || t.back() == '.') return invalid(v);
     errno = 0;
     char* end = nullptr;
     double d = std::strtod(t.c_str(), &end);
-    if (errno != 0 || end != t.c_str() + t.size() || !std::isfinite(d)) return false;
-    if (d < 0.1 || d > 3600) return false;
-    out = d;
-    return true;
+    if (errno != 0 || end != t.c_str() + t.size() || !std::isfinite(d)) return invalid(v);
+    if (d < 0.1 || d > 3600) return invalid(v);
+    return d;
 }
 
-bool parse_toggle(const std::string& v, Toggle& out) {
-    bool b;
-    if (lower(trim(v)) == "auto") out = Toggle::Auto;
-    else if (parse_bool(v, b)) out = b ? Toggle::On : Toggle::Off;
-    else return false;
-    return true;
+Result<Toggle> parse_toggle(const std::string& v) {
+    if (lower(trim(v)) == toggle_name(Toggle::Auto)) return Toggle::Auto;
+    auto b = parse_bool(v);
+    if (!b) return invalid(v);
+    return *b ? Toggle::On : Toggle::Off;
 }
 
-const char* toggle_name(Toggle m) {
-    switch (m) {
-        case Toggle::Auto: return "auto";
-        case Toggle::On: return "true";
-        case Toggle::Off: return "false";
-    }
-    return "?";
-}
+const char* toggle_name(Toggle m) { return word_of(kToggleWords, m); }
 
-ImmortalizePlan plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze, bool lazy) {
-    ImmortalizePlan p;
-    if (mode == Toggle::Off) {
-        p.why = "off";
-    } else if (!supported) {
+Result<ImmortalizePlan> plan_immortalize(Toggle mode, bool supported, const std::string& python, bool freeze,
+                                         bool lazy) {
+    if (mode == Toggle::Off) return ImmortalizePlan{false, "off"};
+    if (!supported) {
         if (mode == Toggle::On)
-            p.error = "cowguard-immortalize: true needs a Python with immortal objects (3.12 or later, not "
-                      "free-threaded); this uWSGI runs Python " + python + ": use auto or false";
-        else
-            p.why = "off (auto: Python " + python + " has no immortal objects)";
-    } else if (!freeze) {
-        if (mode == Toggle::On)
-            p.error = "cowguard-immortalize: true makes the frozen heap immortal and needs cowguard-freeze = true";
-        else
-            p.why = "off (auto: cowguard-freeze = false)";
-    } else if (lazy && mode == Toggle::Auto) {
-        p.why = "off (auto: lazy-apps, no heap is shared)";
-    } else {
-        p.run = true;
-        p.why = "on";
+            return fail_with("cowguard-immortalize: true needs a Python with immortal objects (3.12 or later, not "
+                             "free-threaded); this uWSGI runs Python " + python + ": use auto or false");
+        return ImmortalizePlan{false, "off (auto: Python " + python + " has no immortal objects)"};
     }
-    return p;
+    if (!freeze) {
+        if (mode == Toggle::On)
+            return fail_with("cowguard-immortalize: true makes the frozen heap immortal and needs cowguard-freeze = true");
+        return ImmortalizePlan{false, "off (auto: cowguard-freeze = false)"};
+    }
+    if (lazy && mode == Toggle::Auto) return ImmortalizePlan{false, "off (auto: lazy-apps, no heap is shared)"};
+    return ImmortalizePlan{true, "on"};
 }
 
 bool plan_fill_holes(Toggle mode, bool lazy) { return !lazy && mode != Toggle::Off; }
 
-bool parse_warmup(const std::string& v) {
+Result<std::string> parse_warmup(const std::string& v) {
     std::string t = trim(v);
     size_t colon = t.find(':');
-    if (colon == std::string::npos || t.find(':', colon + 1) != std::string::npos) return false;
-    return is_dotted_name(t.substr(0, colon)) && is_dotted_name(t.substr(colon + 1));
+    if (colon == std::string::npos || t.find(':', colon + 1) != std::string::npos) return invalid(v);
+    if (!is_dotted_name(t.substr(0, colon)) || !is_dotted_name(t.substr(colon + 1))) return invalid(v);
+    return t;
 }
 
-bool parse_listen_address(const std::string& v, ListenAddress& out) {
+Result<ListenAddress> parse_listen_address(const std::string& v) {
     std::string t = trim(v);
-    if (t.empty() || t.find('\0') != std::string::npos) return false;
+    if (t.empty() || t.find('\0') != std::string::npos) return invalid(v);
     for (unsigned char c : t)
-        if (c < 0x20 || c == 0x7f) return false;
+        if (c < 0x20 || c == 0x7f) return invalid(v);
     ListenAddress a;
     a.text = t;
     size_t colon = t.rfind(':');
     if (colon == std::string::npos) {
-        if (t.size() > 107) return false;  // sun_path holds 108 bytes with the terminating NUL
+        if (t.size() > 107) return invalid(v);  // sun_path holds 108 bytes with the terminating NUL
         a.unix_socket = true;
         a.path = t;
-        out = a;
-        return true;
+        return a;
     }
-    unsigned long long port;
-    if (!parse_uint(t.substr(colon + 1), 65535, port) || port == 0) return false;
+    auto port = parse_uint(t.substr(colon + 1), 65535);
+    if (!port || *port == 0) return invalid(v);
     std::string host = t.substr(0, colon);
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
         host = host.substr(1, host.size() - 2);
-        if (host.empty()) return false;
+        if (host.empty()) return invalid(v);
         for (char c : host)
-            if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+            if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return invalid(v);
     } else {
         for (char c : host)
-            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) return false;
+            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) return invalid(v);
     }
     a.host = host;
-    a.port = static_cast<int>(port);
-    out = a;
-    return true;
+    a.port = static_cast<int>(*port);
+    return a;
 }
 
-bool parse_instance_name(const std::string& v, std::string& out) {
+Result<std::string> parse_instance_name(const std::string& v) {
     std::string t = trim(v);
-    if (t.empty() || t.size() > 128) return false;
+    if (t.empty() || t.size() > 128) return invalid(v);
     for (unsigned char c : t)
-        if (c < 0x20 || c == 0x7f) return false;
-    out = t;
-    return true;
+        if (c < 0x20 || c == 0x7f) return invalid(v);
+    return t;
 }
 
-BuildResult build_settings(const RawOptions& raw, Settings& out) {
-    BuildResult r;
-    Settings s;
+Result<BuiltSettings> build_settings(const RawOptions& raw) {
+    BuiltSettings built;
+    Settings& s = built.settings;
     for (const auto& [name, values] : raw) {
         const OptionSpec* spec = nullptr;
         for (const auto& sp : specs())
             if (name == sp.name) spec = &sp;
-        if (!spec) {
-            r.error = name + ": not a cowguard option";
-            return r;
-        }
+        if (!spec) return fail_with(name + ": not a cowguard option");
         if (values.empty()) continue;
         if (!spec->list && values.size() > 1) {
             std::string dropped;
             for (size_t i = 0; i + 1 < values.size(); i++) dropped += (i ? ", '" : "'") + printable(values[i]) + "'";
-            r.notes.push_back(name + " given " + std::to_string(values.size()) + " times; using the last value '" +
-                              printable(values.back()) + "' over " + dropped);
+            built.notes.push_back(name + " given " + std::to_string(values.size()) + " times; using the last value '" +
+                                  printable(values.back()) + "' over " + dropped);
         }
         // Single-valued options validate every value given, so a typo is never hidden by a later value.
         for (const auto& v : values) {
             Settings probe = s;
-            if (!spec->apply(v, probe)) {
-                r.error = name + ": '" + printable(v) + "' is not valid; accepts " + spec->accepts;
-                return r;
-            }
+            if (Status applied = spec->apply(v, probe); !applied)
+                return fail_with(name + ": " + applied.error() + "; accepts " + spec->accepts);
             if (spec->list || &v == &values.back()) s = probe;
         }
     }
-    out = s;
-    return r;
+    return built;
 }
 
 std::string describe_policy(GcPolicy policy, const GcThresholds& t) {
@@ -488,7 +472,7 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
         {"cowguard-evil-reload-on-uss", n(s.evil_reload_on_uss_mb)},
         {"cowguard-evil-reload-on-pss", n(s.evil_reload_on_pss_mb)},
         {"cowguard-warmup", warmup},
-        {"cowguard-warmup-errors", s.warmup_errors == WarmupErrors::Fatal ? "fatal" : "log"},
+        {"cowguard-warmup-errors", word_of(kWarmupErrorsWords, s.warmup_errors)},
         {"cowguard-warmup-requests", join(s.warmup_requests)},
         {"cowguard-warmup-rounds", std::to_string(s.warmup_rounds)},
         {"cowguard-warmup-worker-rounds", std::to_string(s.warmup_worker_rounds)},
@@ -502,13 +486,6 @@ std::vector<std::pair<std::string, std::string>> describe_settings(const Setting
     };
 }
 
-const char* guard_name(GuardMode g) {
-    switch (g) {
-        case GuardMode::Block: return "block";
-        case GuardMode::Warn: return "warn";
-        case GuardMode::Allow: return "allow";
-    }
-    return "?";
-}
+const char* guard_name(GuardMode g) { return word_of(kGuardWords, g); }
 
 }  // namespace cowguard

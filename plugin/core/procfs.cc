@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstring>
 
 namespace cowguard {
 
@@ -76,7 +77,7 @@ bool add_checked(uint64_t& sum, uint64_t v) {
 
 }  // namespace
 
-bool parse_smaps(std::string_view text, MemFigures& out) {
+Result<MemFigures> parse_smaps(std::string_view text) {
     MemFigures sum;
     bool saw_rss = false;
     size_t pos = 0;
@@ -87,7 +88,7 @@ bool parse_smaps(std::string_view text, MemFigures& out) {
 
         if (line.empty() || is_mapping_header(line)) continue;
         std::string_view key = field_key(line);
-        if (key.empty()) return false;  // not a line smaps has: a truncated or foreign file
+        if (key.empty()) return fail_with("not smaps: a line is neither a mapping nor Key: value");  // truncated or foreign
 
         uint64_t* target = nullptr;
         if (key == "Rss") target = &sum.rss, saw_rss = true;
@@ -101,35 +102,36 @@ bool parse_smaps(std::string_view text, MemFigures& out) {
         if (!target) continue;  // a field we don't use (Size, VmFlags, THPeligible, ...)
 
         uint64_t bytes;
-        if (!parse_kb_value(line.substr(key.size() + 1), bytes) || !add_checked(*target, bytes)) return false;
+        if (!parse_kb_value(line.substr(key.size() + 1), bytes) || !add_checked(*target, bytes))
+            return fail_with("not smaps: " + std::string(key) + " has a malformed value");
     }
-    if (!saw_rss) return false;
-    out = sum;
-    return true;
+    if (!saw_rss) return fail_with("not smaps: no Rss line");
+    return sum;
 }
 
-bool parse_stat(std::string_view text, StatFigures& out) {
+Result<StatFigures> parse_stat(std::string_view text) {
+    const Error malformed = fail_with("not /proc/PID/stat text, or cut short");
     StatFigures st;
 
     // "PID (comm) S ..."
     size_t pos = 0;
     uint64_t pid;
-    if (!take_u64(text, pos, pid) || pid == 0 || pid > INT_MAX) return false;
-    if (text.substr(pos, 2) != " (") return false;
+    if (!take_u64(text, pos, pid) || pid == 0 || pid > INT_MAX) return malformed;
+    if (text.substr(pos, 2) != " (") return malformed;
     st.pid = static_cast<int>(pid);
     // comm may contain ')' itself: the one that closes it is the last in the text.
     size_t close = text.rfind(')');
-    if (close == std::string_view::npos || close < pos + 1) return false;
+    if (close == std::string_view::npos || close < pos + 1) return malformed;
     pos = close + 1;
-    if (text.substr(pos, 1) != " " || pos + 1 >= text.size()) return false;
+    if (text.substr(pos, 1) != " " || pos + 1 >= text.size()) return malformed;
     char state = text[pos + 1];
-    if (!((state >= 'A' && state <= 'Z') || (state >= 'a' && state <= 'z'))) return false;
+    if (!((state >= 'A' && state <= 'Z') || (state >= 'a' && state <= 'z'))) return malformed;
     st.state = state;
     pos += 2;
 
     // Fields 4..24 (1-based, as in proc(5)); some unused ones (tpgid, priority, ...) are signed.
     for (int field = 4; field <= 24; field++) {
-        if (pos >= text.size() || text[pos] != ' ') return false;
+        if (pos >= text.size() || text[pos] != ' ') return malformed;
         pos++;
         uint64_t* target = nullptr;
         switch (field) {
@@ -142,52 +144,56 @@ bool parse_stat(std::string_view text, StatFigures& out) {
             default: break;
         }
         if (target) {
-            if (!take_u64(text, pos, *target)) return false;
+            if (!take_u64(text, pos, *target)) return malformed;
         } else {
             if (pos < text.size() && text[pos] == '-') pos++;
             size_t digits = pos;
             while (pos < text.size() && is_digit(text[pos])) pos++;
-            if (pos == digits) return false;
+            if (pos == digits) return malformed;
         }
     }
     // The rss field must be complete: text cut inside it would still parse as a smaller number.
-    if (pos >= text.size() || (text[pos] != ' ' && text[pos] != '\n')) return false;
-    out = st;
-    return true;
+    if (pos >= text.size() || (text[pos] != ' ' && text[pos] != '\n')) return malformed;
+    return st;
 }
 
-bool read_proc_file(const std::string& path, std::string& out) {
+Result<std::string> read_proc_file(const std::string& path) {
     int fd;
     do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     while (fd < 0 && errno == EINTR);
-    if (fd < 0) return false;
-    out.clear();
+    if (fd < 0) return fail_with("cannot open " + path + ": " + strerror(errno));
+    std::string out;
     char buf[16384];
-    bool ok = true;
     while (true) {
         ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) { ok = false; break; }
+        if (n < 0) {
+            int err = errno;
+            ::close(fd);
+            return fail_with("cannot read " + path + ": " + strerror(err));
+        }
         if (n == 0) break;
         out.append(buf, static_cast<size_t>(n));
     }
     ::close(fd);
-    return ok;
+    return out;
 }
 
-bool read_mem(int pid, MemFigures& out) {
-    if (pid <= 0) return false;
+Result<MemFigures> read_mem(int pid) {
+    if (pid <= 0) return fail_with("no process " + std::to_string(pid));
     std::string base = "/proc/" + std::to_string(pid);
-    std::string text;
-    if (read_proc_file(base + "/smaps_rollup", text)) return parse_smaps(text, out);
+    if (auto text = read_proc_file(base + "/smaps_rollup")) return parse_smaps(*text);
     // smaps_rollup is missing on kernels before 4.14; for a process that is gone smaps fails too.
-    return read_proc_file(base + "/smaps", text) && parse_smaps(text, out);
+    auto text = read_proc_file(base + "/smaps");
+    if (!text) return fail_with(text.error());
+    return parse_smaps(*text);
 }
 
-bool read_stat(int pid, StatFigures& out) {
-    if (pid <= 0) return false;
-    std::string text;
-    return read_proc_file("/proc/" + std::to_string(pid) + "/stat", text) && parse_stat(text, out);
+Result<StatFigures> read_stat(int pid) {
+    if (pid <= 0) return fail_with("no process " + std::to_string(pid));
+    auto text = read_proc_file("/proc/" + std::to_string(pid) + "/stat");
+    if (!text) return fail_with(text.error());
+    return parse_stat(*text);
 }
 
 }  // namespace cowguard

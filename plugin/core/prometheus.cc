@@ -1,5 +1,6 @@
 // Prometheus text exposition (pure). See include/cowguard/prometheus.h.
 #include "cowguard/prometheus.h"
+#include "cowguard/figures.h"
 
 #include <cinttypes>
 #include <cmath>
@@ -93,36 +94,67 @@ struct ProcessFamily {
     std::function<void(const ExposedProcess&, const Emit&)> samples;
 };
 
-template <typename F>
-ProcessFamily mem(const char* name, const char* type, const char* help, F value) {
-    return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
-                if (p.figures.mem_ok) emit(value(p.figures), "");
+// The memory figures read from /proc, as integers: one sample when the process was sampled.
+struct MemFamily {
+    const char* name;
+    const char* type;
+    const char* help;
+    uint64_t ProcessFigures::*value;
+};
+constexpr MemFamily kMemFamilies[] = {
+    {"cowguard_process_rss_bytes", "gauge", "Resident set size (smaps_rollup Rss).", &ProcessFigures::rss},
+    {"cowguard_process_virtual_memory_bytes", "gauge", "Virtual memory size (stat vsize).", &ProcessFigures::vsz},
+    {"cowguard_process_uss_bytes", "gauge", "Unique set size: private memory, Private_Clean + Private_Dirty.",
+     &ProcessFigures::uss},
+    {"cowguard_process_pss_bytes", "gauge", "Proportional set size: private memory plus its share of shared pages.",
+     &ProcessFigures::pss},
+    {"cowguard_process_shared_bytes", "gauge",
+     "Resident memory shared with other processes, Shared_Clean + Shared_Dirty.", &ProcessFigures::shared},
+    {"cowguard_process_swap_bytes", "gauge", "Swapped-out memory.", &ProcessFigures::swap},
+    {"cowguard_process_minor_faults_total", "counter", "Minor page faults since the process started.",
+     &ProcessFigures::minflt},
+    {"cowguard_process_major_faults_total", "counter", "Major page faults since the process started.",
+     &ProcessFigures::majflt},
+};
+ProcessFamily mem(const MemFamily& m) {
+    return {m.name, m.type, m.help, [&m](const ExposedProcess& p, const Emit& emit) {
+                if (p.figures.mem_ok) emit(u64(p.figures.*m.value), "");
             }};
 }
-template <typename F>
-ProcessFamily gc(const char* name, const char* type, const char* help, F value) {
-    return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
-                if (p.figures.gc_ok) emit(value(p.figures.gc), "");
-            }};
-}
-// One sample per GC generation (label generation="0".."2"), from `value(gc, generation)`.
+std::string generation_label(int g) { return "generation=\"" + std::to_string(g) + "\""; }
+
+// One sample per GC generation (label generation="0".."2"), from `value(slot figures, generation)`.
 template <typename F>
 ProcessFamily gc_generations(const char* name, const char* type, const char* help, F value) {
     return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
                 if (!p.figures.gc_ok) return;
-                for (int g = 0; g < 3; g++) emit(value(p.figures.gc, g), "generation=\"" + std::to_string(g) + "\"");
+                for (int g = 0; g < 3; g++) emit(value(p.figures.counted, g), generation_label(g));
+            }};
+}
+// One row of kGcFigures: one sample, or one per generation; seconds for a time.
+ProcessFamily gc_figure(const GcFigure& f) {
+    return {f.family, f.type, f.help, [&f](const ExposedProcess& p, const Emit& emit) {
+                if (!p.figures.gc_ok) return;
+                auto value = [&](int g) {
+                    uint64_t v = counted(p.figures.counted, f, g);
+                    return f.unit == FigureUnit::Nanoseconds ? dbl(ns_to_ms(v) / 1000.0) : u64(v);
+                };
+                if (f.value) emit(value(0), "");
+                else
+                    for (int g = 0; g < 3; g++) emit(value(g), generation_label(g));
             }};
 }
 // One sample per GC generation and phase (labels generation="0".."2", phase="in_request" or
 // "after_request"), from `value(phase figures, generation)`.
 template <typename F>
-ProcessFamily gc_phases(const char* name, const char* type, const char* help, F value) {
+ProcessFamily gc_phase_family(const char* name, const char* type, const char* help, F value) {
     return {name, type, help, [value](const ExposedProcess& p, const Emit& emit) {
                 if (!p.figures.gc_ok) return;
-                for (const auto& [phase, figures] : {std::pair<const char*, const GcPhase*>{"in_request", &p.figures.gc.in_request},
-                                                     {"after_request", &p.figures.gc.after_request}})
+                GcPhases phases = gc_phases(p.figures.counted);
+                for (const auto& [phase, figures] : {std::pair<const char*, const GcPhase*>{"in_request", &phases.in_request},
+                                                     {"after_request", &phases.after_request}})
                     for (int g = 0; g < 3; g++)
-                        emit(value(*figures, g), "generation=\"" + std::to_string(g) + "\",phase=\"" + phase + "\"");
+                        emit(value(*figures, g), generation_label(g) + ",phase=\"" + phase + "\"");
             }};
 }
 template <typename F>
@@ -135,75 +167,54 @@ ProcessFamily uwsgi(const char* name, const char* type, const char* help, F valu
 constexpr const char* kStatuses[] = {"idle", "busy", "cheap", "pause", "sig"};
 
 const std::vector<ProcessFamily>& process_families() {
-    using F = ProcessFigures;
-    using G = GcFigures;
     using U = UwsgiWorkerFigures;
-    static const std::vector<ProcessFamily> families = {
-        mem("cowguard_process_rss_bytes", "gauge", "Resident set size (smaps_rollup Rss).",
-            [](const F& f) { return u64(f.rss); }),
-        mem("cowguard_process_virtual_memory_bytes", "gauge", "Virtual memory size (stat vsize).",
-            [](const F& f) { return u64(f.vsz); }),
-        mem("cowguard_process_uss_bytes", "gauge", "Unique set size: private memory, Private_Clean + Private_Dirty.",
-            [](const F& f) { return u64(f.uss); }),
-        mem("cowguard_process_pss_bytes", "gauge", "Proportional set size: private memory plus its share of shared pages.",
-            [](const F& f) { return u64(f.pss); }),
-        mem("cowguard_process_shared_bytes", "gauge", "Resident memory shared with other processes, Shared_Clean + Shared_Dirty.",
-            [](const F& f) { return u64(f.shared); }),
-        mem("cowguard_process_swap_bytes", "gauge", "Swapped-out memory.", [](const F& f) { return u64(f.swap); }),
-        mem("cowguard_process_minor_faults_total", "counter", "Minor page faults since the process started.",
-            [](const F& f) { return u64(f.minflt); }),
-        mem("cowguard_process_major_faults_total", "counter", "Major page faults since the process started.",
-            [](const F& f) { return u64(f.majflt); }),
-        mem("cowguard_process_minor_faults_per_request", "gauge", "Minor page faults per request over the last 10 samples.",
-            [](const F& f) { return dbl(f.minflt_per_request); }),
-        {"cowguard_process_peak_uss_bytes", "gauge", "Highest unique set size sampled since the process started.",
-         [](const ExposedProcess& p, const Emit& emit) {
-             if (p.figures.mem_ok || p.figures.gc_ok) emit(u64(p.figures.peak_private), "");
-         }},
-        {"cowguard_process_memory_limit_recycles_total", "counter",
-         "Recycles of this slot by cowguard's memory limits (cowguard-reload-on-* and cowguard-evil-reload-on-*).",
-         [](const ExposedProcess& p, const Emit& emit) {
-             if (p.figures.mem_ok || p.figures.gc_ok) emit(u64(p.figures.recycles), "");
-         }},
-        gc("cowguard_process_gc_enabled", "gauge", "1 when the process's garbage collector is enabled.",
-           [](const G& g) { return u64(g.enabled ? 1 : 0); }),
-        gc_generations("cowguard_process_gc_threshold", "gauge", "Garbage collector threshold of each generation.",
-                       [](const G& g, int gen) { return i64(g.threshold[gen]); }),
-        gc("cowguard_process_gc_frozen_objects", "gauge", "Objects in the permanent generation (gc.freeze()).",
-           [](const G& g) { return u64(g.frozen); }),
-        gc_generations("cowguard_process_gc_collections_total", "counter", "Garbage collections of each generation.",
-                       [](const G& g, int gen) { return u64(g.collections[gen]); }),
-        gc_phases("cowguard_process_gc_phase_collections_total", "counter",
-                  "Garbage collections of each generation, by phase: in_request (started by CPython's thresholds; "
-                  "in a mule or spooler, anywhere) or after_request (run by cowguard-gc = between once the response "
-                  "is sent; in a mule or spooler, on its tick).",
-                  [](const GcPhase& ph, int gen) { return u64(ph.collections[gen]); }),
-        gc_phases("cowguard_process_gc_phase_seconds_total", "counter",
-                  "Time spent in garbage collections of each generation, by phase (as "
-                  "cowguard_process_gc_phase_collections_total).",
-                  [](const GcPhase& ph, int gen) { return dbl(ph.time_ms[gen] / 1000.0); }),
-        gc("cowguard_process_gc_collected_objects_total", "counter", "Objects freed by garbage collections.",
-           [](const G& g) { return u64(g.collected); }),
-        gc("cowguard_process_gc_uncollectable_objects_total", "counter", "Objects garbage collections found uncollectable.",
-           [](const G& g) { return u64(g.uncollectable); }),
-        gc("cowguard_process_gc_seconds_total", "counter", "Time spent in garbage collections.",
-           [](const G& g) { return dbl(g.time_ms / 1000.0); }),
-        gc("cowguard_process_gc_guard_blocked_calls_total", "counter",
-           "gc.enable(), gc.unfreeze() and like calls cowguard's guard blocked (or reported, with warn).",
-           [](const G& g) { return u64(g.blocked_calls); }),
-        gc("cowguard_process_gc_restored_total", "counter",
-           "Times cowguard switched the collector back off after native code re-enabled it.",
-           [](const G& g) { return u64(g.restored); }),
-        uwsgi("cowguard_worker_requests_total", "counter", "Requests the worker served (uWSGI's count, kept across respawns).",
-              [](const U& u) { return u64(u.requests); }),
-        uwsgi("cowguard_worker_respawns_total", "counter", "Times uWSGI respawned the worker.",
-              [](const U& u) { return u64(u.respawns); }),
-        {"cowguard_worker_status", "gauge", "1 for the worker's current uWSGI status, 0 for the others.",
-         [](const ExposedProcess& p, const Emit& emit) {
-             if (!p.has_uwsgi) return;
-             for (const char* s : kStatuses) emit(u64(p.uwsgi.status == s ? 1 : 0), "status=\"" + std::string(s) + "\"");
-         }},
-    };
+    static const std::vector<ProcessFamily> families = [] {
+        std::vector<ProcessFamily> v;
+        for (const MemFamily& m : kMemFamilies) v.push_back(mem(m));
+        v.insert(v.end(), {
+            {"cowguard_process_minor_faults_per_request", "gauge", "Minor page faults per request over the last 10 samples.",
+             [](const ExposedProcess& p, const Emit& emit) {
+                 if (p.figures.mem_ok) emit(dbl(p.figures.minflt_per_request), "");
+             }},
+            {"cowguard_process_peak_uss_bytes", "gauge", "Highest unique set size sampled since the process started.",
+             [](const ExposedProcess& p, const Emit& emit) {
+                 if (p.figures.mem_ok || p.figures.gc_ok) emit(u64(p.figures.peak_private), "");
+             }},
+            {"cowguard_process_memory_limit_recycles_total", "counter",
+             "Recycles of this slot by cowguard's memory limits (cowguard-reload-on-* and cowguard-evil-reload-on-*).",
+             [](const ExposedProcess& p, const Emit& emit) {
+                 if (p.figures.mem_ok || p.figures.gc_ok) emit(u64(p.figures.recycles), "");
+             }},
+            {"cowguard_process_gc_enabled", "gauge", "1 when the process's garbage collector is enabled.",
+             [](const ExposedProcess& p, const Emit& emit) {
+                 if (p.figures.gc_ok) emit(u64(p.figures.counted.gc_enabled.load() ? 1 : 0), "");
+             }},
+            gc_generations("cowguard_process_gc_threshold", "gauge", "Garbage collector threshold of each generation.",
+                           [](const SlotFigures& s, int gen) { return i64(s.threshold[gen].load()); }),
+        });
+        for (const GcFigure& f : kGcFigures) v.push_back(gc_figure(f));
+        v.insert(v.end(), {
+            gc_phase_family("cowguard_process_gc_phase_collections_total", "counter",
+                            "Garbage collections of each generation, by phase: in_request (started by CPython's thresholds; "
+                            "in a mule or spooler, anywhere) or after_request (run by cowguard-gc = between once the response "
+                            "is sent; in a mule or spooler, on its tick).",
+                            [](const GcPhase& ph, int gen) { return u64(ph.collections[gen]); }),
+            gc_phase_family("cowguard_process_gc_phase_seconds_total", "counter",
+                            "Time spent in garbage collections of each generation, by phase (as "
+                            "cowguard_process_gc_phase_collections_total).",
+                            [](const GcPhase& ph, int gen) { return dbl(ph.time_ms[gen] / 1000.0); }),
+            uwsgi("cowguard_worker_requests_total", "counter", "Requests the worker served (uWSGI's count, kept across respawns).",
+                  [](const U& u) { return u64(u.requests); }),
+            uwsgi("cowguard_worker_respawns_total", "counter", "Times uWSGI respawned the worker.",
+                  [](const U& u) { return u64(u.respawns); }),
+            {"cowguard_worker_status", "gauge", "1 for the worker's current uWSGI status, 0 for the others.",
+             [](const ExposedProcess& p, const Emit& emit) {
+                 if (!p.has_uwsgi) return;
+                 for (const char* s : kStatuses) emit(u64(p.uwsgi.status == s ? 1 : 0), "status=\"" + std::string(s) + "\"");
+             }},
+        });
+        return v;
+    }();
     return families;
 }
 

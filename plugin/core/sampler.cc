@@ -13,10 +13,12 @@ constexpr uint64_t kMB = 1024 * 1024;
 ProcessFigures read_process(int pid) {
     ProcessFigures f;
     f.pid = pid;
-    MemFigures m;
-    StatFigures st;
-    f.mem_ok = read_mem(pid, m) && read_stat(pid, st);
+    auto mem = read_mem(pid);
+    auto stat = mem ? read_stat(pid) : Result<StatFigures>(fail_with(mem.error()));
+    f.mem_ok = mem && stat;
     if (!f.mem_ok) return f;
+    const MemFigures& m = *mem;
+    const StatFigures& st = *stat;
     f.rss = m.rss;
     f.vsz = st.vsize;
     f.uss = m.uss();
@@ -39,8 +41,10 @@ void write_memory(SlotFigures& s, const ProcessFigures& f) {
     s.minflt.store(static_cast<int64_t>(f.minflt));
     s.majflt.store(static_cast<int64_t>(f.majflt));
     s.peak_private.raise_to(static_cast<int64_t>(f.uss));
-    s.gc_collections_total.store(static_cast<int64_t>(f.gc.collections[0] + f.gc.collections[1] + f.gc.collections[2]));
-    const GcPhase& inside = f.gc.in_request;
+    const SlotFigures& c = f.counted;
+    s.gc_collections_total.store(static_cast<int64_t>(c.collections[0].load() + c.collections[1].load() +
+                                                      c.collections[2].load()));
+    const GcPhase inside = gc_phases(c).in_request;
     s.gc_in_request_total.store(static_cast<int64_t>(inside.collections[0] + inside.collections[1] + inside.collections[2]));
 }
 
@@ -66,39 +70,12 @@ std::optional<LimitAction> limit_action(const Settings& settings, const ProcessR
 
 }  // namespace
 
-GcFigures gc_figures_from(const SlotFigures& s) {
-    GcFigures g;
-    g.enabled = s.gc_enabled.load() != 0;
-    for (int i = 0; i < 3; i++) {
-        g.threshold[i] = static_cast<long>(s.threshold[i].load());
-        g.collections[i] = s.collections[i].load();
-    }
-    g.frozen = s.frozen.load();
-    g.collected = s.collected.load();
-    g.uncollectable = s.uncollectable.load();
-    g.time_ms = static_cast<double>(s.gc_time_ns.load()) / 1e6;
-    g.blocked_calls = s.blocked_calls.load();
-    g.restored = s.restored.load();
-    for (int i = 0; i < 3; i++) {
-        // The after-request side first: the GC callback adds to the totals before it adds to it.
-        uint64_t after_n = s.after_collections[i].load();
-        uint64_t after_ns = s.after_time_ns[i].load();
-        uint64_t all_ns = s.gen_time_ns[i].load();
-        g.after_request.collections[i] = after_n;
-        g.after_request.time_ms[i] = static_cast<double>(after_ns) / 1e6;
-        g.in_request.collections[i] = g.collections[i] > after_n ? g.collections[i] - after_n : 0;
-        g.in_request.time_ms[i] = all_ns > after_ns ? static_cast<double>(all_ns - after_ns) / 1e6 : 0;
-    }
-    return g;
-}
-
 void add_slot_figures(ProcessFigures& f, const WorkerSlot& slot) {
     if (!slot.written_by(f.pid)) return;
-    SlotFigures now = slot.figures;  // one read
+    f.counted = slot.figures;  // one read
     f.gc_ok = true;
-    f.gc = gc_figures_from(now);
     f.recycles = slot.recycles.load();
-    f.peak_private = peak_private(now, f.mem_ok ? f.uss : 0);
+    f.peak_private = peak_private(f.counted, f.mem_ok ? f.uss : 0);
 }
 
 double Sampler::faults_per_request(const WorkerSlot* slot, int pid, uint64_t minflt, uint64_t requests) {
@@ -115,7 +92,10 @@ std::vector<LimitAction> Sampler::sample(int master_pid, const std::vector<Proce
     double t0 = mono_ms();
     Snapshot next;
     std::vector<LimitAction> actions;
-    next.master_ok = read_mem(master_pid, next.master);
+    if (auto master = read_mem(master_pid)) {
+        next.master_ok = true;
+        next.master = *master;
+    }
     if (next.master_ok) next.pss_total += next.master.pss;
     double shared_sum = 0;
     int shared_n = 0;

@@ -48,7 +48,8 @@ bool ends_with(const std::string& s, const char* suffix) {
 
 }  // namespace
 
-bool parse_smaps_vmas(std::string_view text, std::vector<Vma>& out) {
+Result<std::vector<Vma>> parse_smaps_vmas(std::string_view text) {
+    const Error malformed = fail_with("not smaps text");
     std::vector<Vma> vmas;
     size_t pos = 0;
     while (pos < text.size()) {
@@ -80,21 +81,20 @@ bool parse_smaps_vmas(std::string_view text, std::vector<Vma>& out) {
             continue;
         }
         size_t colon = line.find(':');
-        if (colon == std::string_view::npos || vmas.empty()) return false;
+        if (colon == std::string_view::npos || vmas.empty()) return malformed;
         std::string_view key = line.substr(0, colon);
         uint64_t val;
         if (key == "Shared_Clean" || key == "Shared_Dirty") {
-            if (!kb_value(line.substr(colon + 1), val)) return false;
+            if (!kb_value(line.substr(colon + 1), val)) return malformed;
             vmas.back().shared += val;
         } else if (key == "Private_Clean" || key == "Private_Dirty") {
-            if (!kb_value(line.substr(colon + 1), val)) return false;
+            if (!kb_value(line.substr(colon + 1), val)) return malformed;
             vmas.back().private_ += val;
         }
     }
-    if (vmas.empty()) return false;
+    if (vmas.empty()) return malformed;
     std::sort(vmas.begin(), vmas.end(), [](const Vma& x, const Vma& y) { return x.start < y.start; });
-    out = std::move(vmas);
-    return true;
+    return vmas;
 }
 
 const char* mapping_kind_name(MappingKind k) {

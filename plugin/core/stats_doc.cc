@@ -78,25 +78,29 @@ json_t* phase_object(const GcPhase& p) {
     return ok ? o.release() : nullptr;
 }
 
-json_t* gc_object(const GcFigures& gc) {
-    JsonPtr o(json_object());
-    JsonPtr thresholds(json_array()), collections(json_array());
-    if (!o || !thresholds || !collections) return nullptr;
+// One row of kGcFigures: an integer (or ms), or a list of three.
+json_t* figure_value(const SlotFigures& s, const GcFigure& f) {
+    auto one = [&](int g) { return f.unit == FigureUnit::Nanoseconds ? json_double(ns_to_ms(counted(s, f, g)))
+                                                                     : json_u64(counted(s, f, g)); };
+    if (f.value) return one(0);
+    JsonPtr list(json_array());
+    for (int g = 0; list && g < 3; g++)
+        if (json_array_append_new(list.get(), one(g)) != 0) return nullptr;
+    return list.release();
+}
+
+json_t* gc_object(const SlotFigures& s) {
+    JsonPtr o(json_object()), thresholds(json_array());
+    if (!o || !thresholds) return nullptr;
     bool ok = true;
-    for (int g = 0; g < 3; g++) {
-        ok = ok && json_array_append_new(thresholds.get(), json_integer(gc.threshold[g])) == 0;
-        ok = ok && json_array_append_new(collections.get(), json_u64(gc.collections[g])) == 0;
-    }
-    ok = ok && put(o.get(), "enabled", json_boolean(gc.enabled)) &&
-         put(o.get(), "thresholds", thresholds.release()) && put(o.get(), "frozen", json_u64(gc.frozen)) &&
-         put(o.get(), "collections", collections.release()) &&
-         put(o.get(), "collected", json_u64(gc.collected)) &&
-         put(o.get(), "uncollectable", json_u64(gc.uncollectable)) &&
-         put(o.get(), "time_ms", json_double(gc.time_ms)) &&
-         put(o.get(), "blocked_calls", json_u64(gc.blocked_calls)) &&
-         put(o.get(), "restored", json_u64(gc.restored)) &&
-         put(o.get(), "in_request", phase_object(gc.in_request)) &&
-         put(o.get(), "after_request", phase_object(gc.after_request));
+    for (int g = 0; g < 3; g++)
+        ok = ok && json_array_append_new(thresholds.get(), json_integer(s.threshold[g].load())) == 0;
+    ok = ok && put(o.get(), "enabled", json_boolean(s.gc_enabled.load() != 0)) &&
+         put(o.get(), "thresholds", thresholds.release());
+    for (const GcFigure& f : kGcFigures) ok = ok && put(o.get(), f.key, figure_value(s, f));
+    GcPhases phases = gc_phases(s);
+    ok = ok && put(o.get(), "in_request", phase_object(phases.in_request)) &&
+         put(o.get(), "after_request", phase_object(phases.after_request));
     return ok ? o.release() : nullptr;
 }
 
@@ -111,7 +115,7 @@ json_t* process_cowguard_object(const ProcessFigures& p) {
              put(o.get(), "minflt_per_request", json_double(p.minflt_per_request));
     ok = ok && put(o.get(), "peak_private", json_u64(p.peak_private)) &&
          put(o.get(), "recycles", json_u64(p.recycles));
-    if (ok && p.gc_ok) ok = put(o.get(), "gc", gc_object(p.gc));
+    if (ok && p.gc_ok) ok = put(o.get(), "gc", gc_object(p.counted));
     return ok ? o.release() : nullptr;
 }
 
@@ -172,25 +176,25 @@ json_t* top_object(const TopFigures& top) {
 
 }  // namespace
 
-bool merge_stats(std::string_view uwsgi_doc, const TopFigures& top, const std::map<int, ProcessFigures>& workers,
-                 const std::map<int, ProcessFigures>& mules, bool minified, std::string& out) {
+Result<std::string> merge_stats(std::string_view uwsgi_doc, const TopFigures& top,
+                                const std::map<int, ProcessFigures>& workers, const std::map<int, ProcessFigures>& mules,
+                                bool minified) {
     json_error_t error;
     JsonPtr doc(json_loadb(uwsgi_doc.data(), uwsgi_doc.size(), JSON_ALLOW_NUL, &error));
-    if (!json_is_object(doc.get())) return false;
+    if (!json_is_object(doc.get())) return fail_with("uWSGI's document is not a JSON object");
 
     if (!merge_processes(json_object_get(doc.get(), "workers"), workers) ||
         !merge_processes(json_object_get(doc.get(), "mules"), mules) ||
         !put(doc.get(), "cowguard", top_object(top)))
-        return false;
+        return fail_with("out of memory");
 
     // 15 significant digits (DBL_DIG): 0.1 prints as 0.1, not jansson's default 0.10000000000000001.
     // uWSGI's own document holds only integers, which this does not touch.
     size_t flags = JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15) | (minified ? JSON_COMPACT : JSON_INDENT(1));
     char* text = json_dumps(doc.get(), flags);
-    if (!text) return false;
+    if (!text) return fail_with("out of memory");
     std::unique_ptr<char, decltype(&std::free)> owned(text, &std::free);
-    out.assign(text);
-    return true;
+    return std::string(text);
 }
 
 }  // namespace cowguard

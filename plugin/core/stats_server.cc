@@ -134,40 +134,39 @@ struct StatsServer::Loop {
 
     static int64_t now_ms() { return static_cast<int64_t>(mono_ns() / 1000000); }
 
-    void failed(const std::string& call, int err) {
-        if (!cfg.log || logged[call]) return;
-        logged[call] = true;
-        cfg.log(call + ": " + strerror(err));
+    // Logs `call: strerror(err)` once per call; the same line as an error, for open().
+    Error failed(const std::string& call, int err) {
+        std::string line = call + ": " + strerror(err);
+        if (cfg.log && !logged[call]) {
+            logged[call] = true;
+            cfg.log(line);
+        }
+        return fail_with(line);
     }
 
     // epoll_ctl with its failure logged; false when it failed.
-    bool watch(int op, int fd, uint32_t events, const char* what) {
+    Status watch(int op, int fd, uint32_t events, const char* what) {
         epoll_event ev{};
         ev.events = events;
         ev.data.fd = fd;
-        if (epoll_ctl(ep, op, fd, &ev) == 0) return true;
-        failed(std::string("epoll_ctl(") + what + ")", errno);
-        return false;
+        if (epoll_ctl(ep, op, fd, &ev) == 0) return {};
+        return failed(std::string("epoll_ctl(") + what + ")", errno);
     }
 
-    bool open() {
+    Status open() {
         ep = epoll_create1(EPOLL_CLOEXEC);
-        if (ep < 0) {
-            failed("epoll_create1", errno);
-            return false;
-        }
+        if (ep < 0) return failed("epoll_create1", errno);
         int fl = fcntl(cfg.listen_fd, F_GETFL, 0);
-        if (fl < 0 || fcntl(cfg.listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-            failed("fcntl(listening socket, O_NONBLOCK)", errno);
-            return false;
-        }
-        if (!watch(EPOLL_CTL_ADD, cfg.listen_fd, EPOLLIN, "ADD listening socket")) return false;
+        if (fl < 0 || fcntl(cfg.listen_fd, F_SETFL, fl | O_NONBLOCK) < 0)
+            return failed("fcntl(listening socket, O_NONBLOCK)", errno);
+        if (Status watched = watch(EPOLL_CTL_ADD, cfg.listen_fd, EPOLLIN, "ADD listening socket"); !watched)
+            return watched;
         // Without the eventfd, stop() is seen at the next wake-up (at most a second later).
         wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (wake < 0) failed("eventfd", errno);
+        if (wake < 0) (void)failed("eventfd", errno);
         else if (!watch(EPOLL_CTL_ADD, wake, EPOLLIN, "ADD eventfd")) close(std::exchange(wake, -1));
         server.wake_fd_ = wake;
-        return true;
+        return {};
     }
 
     // A process forked while the client was connected (uWSGI respawning a worker) holds a copy of
@@ -297,7 +296,7 @@ struct StatsServer::Loop {
     // stop(): no new clients, those still Reading dropped, those Writing given until drain_until.
     void begin_drain() {
         drain_until = now_ms() + cfg.drain_ms;
-        watch(EPOLL_CTL_DEL, cfg.listen_fd, 0, "DEL listening socket");  // paused or not, it is in the set
+        (void)watch(EPOLL_CTL_DEL, cfg.listen_fd, 0, "DEL listening socket");  // paused or not, it is in the set
         accept_paused_until = 0;
         for (auto it = clients.begin(); it != clients.end();) {
             int fd = it->first;
@@ -356,12 +355,12 @@ struct StatsServer::Loop {
     }
 };
 
-bool StatsServer::open() {
-    if (loop_) return true;
+Status StatsServer::open() {
+    if (loop_) return {};
     auto loop = std::make_shared<Loop>(*this);
-    if (!loop->open()) return false;
+    if (Status opened = loop->open(); !opened) return opened;
     loop_ = std::move(loop);
-    return true;
+    return {};
 }
 
 void StatsServer::run() {

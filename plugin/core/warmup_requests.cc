@@ -26,33 +26,33 @@ class LineParser {
    public:
     explicit LineParser(std::string_view s) : s_(s) {}
 
-    std::optional<std::string> parse(Request& r) {
+    Status parse(Request& r) {
         skip_spaces();
         std::string_view first = word();
         if (!first.empty() && first.front() != '/') {
             for (char c : first)
                 if (!is_upper(c))
-                    return "'" + shown(first) + "' is neither a method (upper-case letters) nor a target (starting with '/')";
-            if (first.size() > kMaxMethod) return "method '" + shown(first) + "' is longer than 32 letters";
+                    return fail_with("'" + shown(first) + "' is neither a method (upper-case letters) nor a target (starting with '/')");
+            if (first.size() > kMaxMethod) return fail_with("method '" + shown(first) + "' is longer than 32 letters");
             r.method = std::string(first);
             skip_spaces();
             first = word();
-            if (first.empty()) return "no target after the method (a path starting with '/')";
-            if (first.front() != '/') return "target '" + shown(first) + "' does not start with '/'";
+            if (first.empty()) return fail_with("no target after the method (a path starting with '/')");
+            if (first.front() != '/') return fail_with("target '" + shown(first) + "' does not start with '/'");
         } else {
             r.method = "GET";
         }
         for (char c : first)
             if (!is_visible(c) || c == '"')
-                return "target '" + shown(first) + "' has a character to percent-encode";
-        if (first.find('#') != std::string_view::npos) return "target '" + shown(first) + "' has a fragment ('#')";
+                return fail_with("target '" + shown(first) + "' has a character to percent-encode");
+        if (first.find('#') != std::string_view::npos) return fail_with("target '" + shown(first) + "' has a fragment ('#')");
         size_t q = first.find('?');
         r.path = std::string(first.substr(0, q));
         r.query = q == std::string_view::npos ? "" : std::string(first.substr(q + 1));
         while (true) {
             skip_spaces();
-            if (at_end()) return std::nullopt;
-            if (auto e = header(r)) return e;
+            if (at_end()) return {};
+            if (Status e = header(r); !e) return e;
         }
     }
 
@@ -67,49 +67,49 @@ class LineParser {
         return s_.substr(b, i_ - b);
     }
 
-    std::optional<std::string> header(Request& r) {
+    Status header(Request& r) {
         size_t b = i_;
         while (!at_end() && is_name_char(s_[i_])) i_++;
         std::string name(s_.substr(b, i_ - b));
         if (at_end() || s_[i_] != ':' || name.empty()) {
             i_ = b;
-            return "'" + shown(word()) + "' is not a header (Name: value)";
+            return fail_with("'" + shown(word()) + "' is not a header (Name: value)");
         }
         i_++;  // ':'
         skip_spaces();
-        if (at_end()) return "header " + name + " has no value (write " + name + ": \"\" for an empty one)";
+        if (at_end()) return fail_with("header " + name + " has no value (write " + name + ": \"\" for an empty one)");
         std::string value;
         if (s_[i_] == '"') {
             i_++;
             while (true) {
-                if (at_end()) return "header " + name + ": the quoted value has no closing '\"'";
+                if (at_end()) return fail_with("header " + name + ": the quoted value has no closing '\"'");
                 char c = s_[i_++];
                 if (c == '"') break;
                 if (c == '\\') {
                     if (at_end() || (s_[i_] != '"' && s_[i_] != '\\'))
-                        return "header " + name + ": only \\\" and \\\\ may follow a '\\' in a quoted value";
+                        return fail_with("header " + name + ": only \\\" and \\\\ may follow a '\\' in a quoted value");
                     c = s_[i_++];
                 } else if (c != ' ' && c != '\t' && !is_visible(c)) {
-                    return "header " + name + ": the value has a control character";
+                    return fail_with("header " + name + ": the value has a control character");
                 }
                 value += c;
             }
-            if (!at_end() && !is_space(s_[i_])) return "header " + name + ": text right after the closing '\"'";
+            if (!at_end() && !is_space(s_[i_])) return fail_with("header " + name + ": text right after the closing '\"'");
         } else {
             std::string_view w = word();
             for (char c : w)
                 if (!is_visible(c) || c == '"')
-                    return "header " + name + ": value '" + shown(w) + "' has a '\"' or a control character (quote it)";
+                    return fail_with("header " + name + ": value '" + shown(w) + "' has a '\"' or a control character (quote it)");
             value = std::string(w);
         }
         for (const auto& h : r.headers) {
             std::string a = h.first, b2 = name;
             for (auto& c : a) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
             for (auto& c : b2) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            if (a == b2) return "header " + name + " given twice";
+            if (a == b2) return fail_with("header " + name + " given twice");
         }
         r.headers.emplace_back(std::move(name), std::move(value));
-        return std::nullopt;
+        return {};
     }
 
     std::string_view s_;
@@ -118,8 +118,8 @@ class LineParser {
 
 }  // namespace
 
-ParseResult parse_requests(std::string_view text) {
-    ParseResult out;
+Result<std::vector<Request>> parse_requests(std::string_view text) {
+    std::vector<Request> requests;
     int line_no = 0;
     size_t pos = 0;
     while (pos < text.size()) {
@@ -127,24 +127,18 @@ ParseResult parse_requests(std::string_view text) {
         std::string_view line = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
         pos = nl == std::string_view::npos ? text.size() : nl + 1;
         line_no++;
-        if (line.find('\0') != std::string_view::npos) {
-            out.requests.clear();
-            out.error = std::to_string(line_no) + ": a NUL byte (not a text file?)";
-            return out;
-        }
+        if (line.find('\0') != std::string_view::npos)
+            return fail_with(std::to_string(line_no) + ": a NUL byte (not a text file?)");
         size_t b = 0;
         while (b < line.size() && is_space(line[b])) b++;
         if (b == line.size() || line[b] == '#') continue;
         Request r;
         r.line = line_no;
-        if (auto e = LineParser(line).parse(r)) {
-            out.requests.clear();
-            out.error = std::to_string(line_no) + ": " + *e;
-            return out;
-        }
-        out.requests.push_back(std::move(r));
+        if (Status parsed = LineParser(line).parse(r); !parsed)
+            return fail_with(std::to_string(line_no) + ": " + parsed.error());
+        requests.push_back(std::move(r));
     }
-    return out;
+    return requests;
 }
 
 std::string format_request(const Request& r) {

@@ -146,13 +146,16 @@ Report build() {
     Report r;
     r.pid = getpid();
     double t0 = mono_ms();
-    std::string text;
     std::vector<Vma> vmas;
-    if (!read_proc_file("/proc/self/smaps", text) || !parse_smaps_vmas(text, vmas)) {
-        r.error = "cannot read /proc/self/smaps";
-        return r;
+    {
+        auto text = read_proc_file("/proc/self/smaps");
+        auto parsed = text ? parse_smaps_vmas(*text) : Result<std::vector<Vma>>(fail_with(text.error()));
+        if (!parsed) {
+            r.error = "cannot read /proc/self/smaps";
+            return r;
+        }
+        vmas = std::move(*parsed);
     }
-    std::string().swap(text);
     WalkState st;
     if (!st.pagemap.ok()) {
         r.error = std::string("cannot open /proc/self/pagemap: ") + strerror(errno);
@@ -236,26 +239,24 @@ PyObject* build_dict() {
 // caller, a test, an operator's tool) sees all of it or none of it (a reader once found the file
 // created and still empty), and rename() replaces a file or symlink at the path without
 // following it; O_EXCL | O_NOFOLLOW keep the temporary name from being redirected.
-WriteResult write_file(const std::string& dir, int worker_id, const Report& r) {
-    WriteResult out;
-    out.path = dir + "/cow-" + std::to_string(worker_id) + "-" + std::to_string(r.pid) + ".json";
-    const std::string tmp = out.path + ".tmp";
+Result<std::string> write_file(const std::string& dir, int worker_id, const Report& r) {
+    const std::string path = dir + "/cow-" + std::to_string(worker_id) + "-" + std::to_string(r.pid) + ".json";
+    const std::string tmp = path + ".tmp";
     const std::string text = to_json(r, worker_id, 50);
     unlink(tmp.c_str());  // left by a process that died while writing
     int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        out.error = strerror(errno);
-        return out;
-    }
+    if (fd < 0) return fail_with(strerror(errno));
     ssize_t written = write(fd, text.data(), text.size());
     int write_errno = errno;
     close(fd);
+    std::string error;
     if (written != static_cast<ssize_t>(text.size()))
-        out.error = written < 0 ? strerror(write_errno) : "short write";
-    else if (rename(tmp.c_str(), out.path.c_str()) != 0)
-        out.error = strerror(errno);
-    if (out.error) unlink(tmp.c_str());
-    return out;
+        error = written < 0 ? strerror(write_errno) : "short write";
+    else if (rename(tmp.c_str(), path.c_str()) != 0)
+        error = strerror(errno);
+    if (error.empty()) return path;
+    unlink(tmp.c_str());
+    return fail_with(error);
 }
 
 }  // namespace cowguard::cow_report

@@ -19,8 +19,8 @@ std::vector<void*> g_held;
 
 }  // namespace
 
-Result fill() {
-    Result r;
+Filled fill() {
+    Filled r;
     double t0 = mono_ms();
     char* buf = nullptr;
     size_t len = 0;

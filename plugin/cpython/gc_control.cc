@@ -2,6 +2,7 @@
 #include "cowguard/gc_control.h"
 #include "cowguard/context.h"
 #include "cowguard/measure.h"
+#include "cowguard/result.h"
 
 #include <cstring>
 #include <ctime>
@@ -228,15 +229,16 @@ void install_callback_here() {
 
 // ---- cowguard-gc = between ----------------------------------------------------------------
 
-// gc.get_count() of the current interpreter; false when it cannot be read.
-bool read_counts(long (&count)[3]) {
+// gc.get_count() of the current interpreter, into `now`.
+Status read_counts(between::Observation& now) {
     PyObject* c = call_gc("get_count");
     bool ok = c && PyTuple_Check(c) && PyTuple_GET_SIZE(c) == 3;
-    for (int g = 0; ok && g < 3; g++) count[g] = PyLong_AsLong(PyTuple_GET_ITEM(c, g));
+    for (int g = 0; ok && g < 3; g++) now.count[g] = PyLong_AsLong(PyTuple_GET_ITEM(c, g));
     Py_XDECREF(c);
     if (PyErr_Occurred()) ok = false;
     PyErr_Clear();
-    return ok;
+    if (!ok) return fail_with("gc.get_count() did not answer three integers");
+    return {};
 }
 
 int64_t sampled_private() { return ctx().slot ? ctx().slot->figures.uss.load() : 0; }
@@ -288,8 +290,8 @@ void on_interpreter_ready(Context& context) {
     install_guard_here();
 }
 
-FreezeResult freeze_all(Context& context) {
-    FreezeResult r;
+FreezeFigures freeze_all(Context& context) {
+    FreezeFigures r;
     uint64_t t0 = mono_ns();
     for (PyThreadState* ts : context.interps) {
         in_interpreter(ts, [&] {
@@ -373,7 +375,7 @@ void collect_between(Context& context, int64_t harakiri_left_s) {
     for (PyThreadState* ts : context.interps) {
         in_interpreter(ts, [&] {
             between::Observation now;
-            if (!read_counts(now.count)) return;
+            if (!read_counts(now)) return;
             now.private_bytes = sampled_private();
             now.harakiri_left_s = harakiri_left_s;
             int gen = context.gc.between->decide(now);

@@ -17,7 +17,7 @@ namespace {
 struct Walk {
     std::vector<PyObject*> pending;  // made immortal, referents not walked yet
     std::vector<PyObject*> keep_mortal;  // sorted
-    Result r;
+    Immortalized r;
 
     bool kept_mortal(PyObject* op) const {
         return !keep_mortal.empty() && std::binary_search(keep_mortal.begin(), keep_mortal.end(), op);
@@ -78,7 +78,7 @@ void visit_frozen(void* ctx, PyObject* op) {
 
 bool supported() { return cowguard_immortal_supported() != 0; }
 
-Result immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal) {
+Immortalized immortalize_all(const std::vector<PyThreadState*>& interps, const std::vector<PyObject*>& keep_mortal) {
     Walk w;
     w.keep_mortal = keep_mortal;
     std::sort(w.keep_mortal.begin(), w.keep_mortal.end());

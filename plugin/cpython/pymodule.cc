@@ -7,7 +7,7 @@
 
 #include "cowguard/context.h"
 #include "cowguard/cow_report.h"
-#include "cowguard/sampler.h"
+#include "cowguard/figures.h"
 #include "cowguard/version.h"
 
 namespace cowguard::pymodule {
@@ -235,23 +235,37 @@ void put(PyObject* d, const char* key, PyObject* value) {
     Py_DECREF(value);
 }
 
-PyObject* gc_dict(const GcFigures& g) {
+// One row of kGcFigures: an int (a float of ms), or a tuple of three.
+PyObject* figure_value(const SlotFigures& s, const GcFigure& f) {
+    auto one = [&](int g) {
+        return f.unit == FigureUnit::Nanoseconds ? PyFloat_FromDouble(ns_to_ms(counted(s, f, g)))
+                                                 : PyLong_FromUnsignedLongLong(counted(s, f, g));
+    };
+    if (f.value) return one(0);
+    PyObject* t = PyTuple_New(3);
+    for (int g = 0; t && g < 3; g++) {
+        PyObject* v = one(g);
+        if (!v) {
+            Py_DECREF(t);
+            return nullptr;
+        }
+        PyTuple_SET_ITEM(t, g, v);  // steals v
+    }
+    return t;
+}
+
+// Keys and order as the stats document's "gc" object.
+PyObject* gc_dict(const SlotFigures& s) {
     PyObject* gc = PyDict_New();
     if (!gc) return nullptr;
-    put(gc, "enabled", PyBool_FromLong(g.enabled));
-    put(gc, "thresholds", Py_BuildValue("(LLL)", static_cast<long long>(g.threshold[0]),
-                                        static_cast<long long>(g.threshold[1]), static_cast<long long>(g.threshold[2])));
-    put(gc, "frozen", PyLong_FromUnsignedLongLong(g.frozen));
-    put(gc, "collections", Py_BuildValue("(KKK)", static_cast<unsigned long long>(g.collections[0]),
-                                         static_cast<unsigned long long>(g.collections[1]),
-                                         static_cast<unsigned long long>(g.collections[2])));
-    put(gc, "collected", PyLong_FromUnsignedLongLong(g.collected));
-    put(gc, "uncollectable", PyLong_FromUnsignedLongLong(g.uncollectable));
-    put(gc, "time_ms", PyFloat_FromDouble(g.time_ms));
-    put(gc, "blocked_calls", PyLong_FromUnsignedLongLong(g.blocked_calls));
-    put(gc, "restored", PyLong_FromUnsignedLongLong(g.restored));
-    for (const auto& [key, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &g.in_request},
-                                     {"after_request", &g.after_request}})
+    put(gc, "enabled", PyBool_FromLong(s.gc_enabled.load() != 0));
+    put(gc, "thresholds", Py_BuildValue("(LLL)", static_cast<long long>(s.threshold[0].load()),
+                                        static_cast<long long>(s.threshold[1].load()),
+                                        static_cast<long long>(s.threshold[2].load())));
+    for (const GcFigure& f : kGcFigures) put(gc, f.key, figure_value(s, f));
+    GcPhases phases = gc_phases(s);
+    for (const auto& [key, phase] : {std::pair<const char*, const GcPhase*>{"in_request", &phases.in_request},
+                                     {"after_request", &phases.after_request}})
         put(gc, key, Py_BuildValue("{s:(KKK),s:(ddd)}", "collections",
                                    static_cast<unsigned long long>(phase->collections[0]),
                                    static_cast<unsigned long long>(phase->collections[1]),
@@ -278,7 +292,7 @@ PyObject* py_stats(PyObject*, PyObject*) {
     put(d, "majflt", PyLong_FromLongLong(s.majflt.load()));
     put(d, "peak_private", PyLong_FromLongLong(s.peak_private.load()));
     put(d, "recycles", PyLong_FromUnsignedLongLong(g_ctx->slot->recycles.load()));
-    put(d, "gc", gc_dict(gc_figures_from(s)));
+    put(d, "gc", gc_dict(s));
     return d;
 }
 

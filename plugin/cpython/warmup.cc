@@ -78,8 +78,8 @@ uint64_t count_of(PyObject* counts, const char* key) {
 
 }  // namespace
 
-ReplayResult replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds) {
-    ReplayResult r;
+ReplayOutcome replay(PyObject* app, PyObject* base, const std::vector<RequestFile>& files, int rounds) {
+    ReplayOutcome r;
     double t0 = mono_ms();
     PyObject* fn = helper("_replay");
     PyObject* requests = fn ? request_tuples(files) : nullptr;
@@ -101,20 +101,20 @@ ReplayResult replay(PyObject* app, PyObject* base, const std::vector<RequestFile
 }
 
 int close_django_connections() {
-    PyObject* fn = helper("_after_replay");
-    PyObject* res = fn ? PyObject_CallNoArgs(fn) : nullptr;
-    Py_XDECREF(fn);
-    if (!res) {
-        PyErr_Print();
-        return -1;
+    int closed = -1;
+    if (PyObject* fn = helper("_after_replay")) {
+        if (PyObject* res = PyObject_CallNoArgs(fn)) {
+            closed = PyObject_IsTrue(res);
+            Py_DECREF(res);
+        }
+        Py_DECREF(fn);
     }
-    int closed = PyObject_IsTrue(res);
-    Py_DECREF(res);
+    if (closed < 0) PyErr_Print();
     return closed;
 }
 
-Result run(const std::vector<std::string>& callables, bool stop_on_error) {
-    Result r;
+RunOutcome run(const std::vector<std::string>& callables, bool stop_on_error) {
+    RunOutcome r;
     double t0 = mono_ms();
     for (const std::string& spec : callables) {
         if (call_one(spec)) continue;

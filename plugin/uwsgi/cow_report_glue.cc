@@ -27,13 +27,13 @@ namespace {
 void write_report(const char* why) {
     const std::string& dir = context().settings.cow_report_dir;
     cow_report::Report r = cow_report::build();
-    cow_report::WriteResult written = cow_report::write_file(dir, uwsgi.mywid, r);
-    if (written.error)
+    Result<std::string> written = cow_report::write_file(dir, uwsgi.mywid, r);
+    if (!written)
         log_line("worker %d (pid %d): cannot write the copy-on-write report into %s: %s", uwsgi.mywid,
-                 static_cast<int>(getpid()), dir.c_str(), written.error->c_str());
+                 static_cast<int>(getpid()), dir.c_str(), written.error().c_str());
     else
         log_line("worker %d (pid %d) %s: %s -> %s", uwsgi.mywid, static_cast<int>(getpid()), why,
-                 cow_report::summary(r, 5).c_str(), written.path.c_str());
+                 cow_report::summary(r, 5).c_str(), written->c_str());
 }
 
 // Called by the python plugin's signal handler, in the worker, with the GIL held.

@@ -77,6 +77,8 @@ namespace {
 
 using namespace cowguard;
 using glue::fail;
+using glue::ok_or_fail;
+using glue::value_or_fail;
 using glue::log_line;
 
 RawOptions g_raw;
@@ -147,10 +149,10 @@ void enter_process() {
 
 // ---- hooks -----------------------------------------------------------------------------------
 
-void check_python_version() {
+void check_built_python() {
     // The plugin is compiled against one CPython; a python plugin built for another one would
     // put a different libpython's symbols first in the global scope.
-    if (auto line = python_version_mismatch(PY_MAJOR_VERSION, PY_MINOR_VERSION, Py_GetVersion())) fail(*line);
+    ok_or_fail(check_python_version(PY_MAJOR_VERSION, PY_MINOR_VERSION, Py_GetVersion()));
 }
 
 void find_python_plugin() {
@@ -168,12 +170,12 @@ void find_python_plugin() {
 // cowguard-trim: hand the free pages at the top of the malloc heap and in its bins back to the
 // kernel before the fork, so no worker inherits (and later copies) them.
 void trim_heap() {
-    MemFigures before, after;
-    bool ok = read_mem(getpid(), before);
+    auto before = read_mem(getpid());
     malloc_trim(0);
-    if (ok && read_mem(getpid(), after))
-        log_line("cowguard-trim: malloc_trim(0) in the master: rss %.1f MB -> %.1f MB", before.rss / 1048576.0,
-                 after.rss / 1048576.0);
+    auto after = read_mem(getpid());
+    if (before && after)
+        log_line("cowguard-trim: malloc_trim(0) in the master: rss %.1f MB -> %.1f MB", before->rss / 1048576.0,
+                 after->rss / 1048576.0);
 }
 
 // uWSGI's own option, as given (ini or command line): true when present and not false.
@@ -310,20 +312,19 @@ int wrapped_python_mount_app(char* mountpoint, char* app);
 void wrapped_python_atexit();
 
 int cowguard_init() {
-    BuildResult r = build_settings(g_raw, g_ctx.settings);
-    if (r.error) fail(*r.error);
-    for (const auto& note : r.notes) log_line("%s", note.c_str());
+    BuiltSettings built = value_or_fail(build_settings(g_raw));
+    g_ctx.settings = built.settings;
+    for (const auto& note : built.notes) log_line("%s", note.c_str());
     if (!g_ctx.settings.enabled) {
         log_line("cowguard = false: loaded, changing nothing");
         return 0;
     }
     glue::warmup_load_requests();
     find_python_plugin();
-    check_python_version();
-    g_ctx.immortalize = plan_immortalize(g_ctx.settings.immortalize, immortal::supported(),
-                                         std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")),
-                                         g_ctx.settings.freeze, lazy_mode());
-    if (g_ctx.immortalize.error) fail(*g_ctx.immortalize.error);
+    check_built_python();
+    g_ctx.immortalize = value_or_fail(plan_immortalize(g_ctx.settings.immortalize, immortal::supported(),
+                                                       std::string(Py_GetVersion(), strcspn(Py_GetVersion(), " ")),
+                                                       g_ctx.settings.freeze, lazy_mode()));
     g_ctx.fill_holes = plan_fill_holes(g_ctx.settings.fill_holes, lazy_mode());
     pymodule::register_module(g_ctx);  // before Py_Initialize, which the python plugin's init runs next
 
@@ -495,7 +496,7 @@ void cowguard_post_app(void) {
     if (!g_ctx.settings.freeze) return;
     g_ctx.freeze = gc::freeze_all(g_ctx);
     if (g_ctx.immortalize.run) {
-        immortal::Result im = immortal::immortalize_all(g_ctx.interps, uwsgi_reused_objects());
+        immortal::Immortalized im = immortal::immortalize_all(g_ctx.interps, uwsgi_reused_objects());
         g_ctx.immortal_objects = im.objects;
         g_ctx.immortalize_ms = im.ms;
     }

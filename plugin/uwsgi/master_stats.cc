@@ -27,6 +27,7 @@ extern "C" {
 #include <thread>
 #include <vector>
 
+#include "cowguard/figures.h"
 #include "cowguard/glue.h"
 #include "cowguard/measure.h"
 #include "cowguard/procfs.h"
@@ -230,9 +231,8 @@ std::string build_document() {
     }
     TopFigures top = top_figures(snap);
     top.options = describe_settings(context().settings);
-    std::string out;
-    if (!merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified, out)) return raw;
-    return out;
+    // uWSGI's own document, unchanged, when it cannot be merged.
+    return merge_stats(raw, top, snap.workers, snap.mules, uwsgi.stats_minified).value_or(raw);
 }
 
 void register_gauge(const char* name, const char* oid, void* ptr) {
@@ -325,11 +325,12 @@ void metrics_register() {
         WorkerSlot* slot = context().slot_of({Role::Worker, i});
         if (!slot) continue;
         SlotFigures* s = &slot->figures;
-        struct {
+        struct Gauge {
             const char* suffix;
             int oid;
             void* ptr;
-        } m[] = {
+        };
+        std::vector<Gauge> gauges = {
             {"uss_size", 101, &s->uss},
             {"pss_size", 102, &s->pss},
             {"shared_size", 103, &s->shared},
@@ -338,11 +339,14 @@ void metrics_register() {
             {"major_faults", 106, &s->majflt},
             {"peak_uss_size", 107, &s->peak_private},
             {"gc_collections", 108, &s->gc_collections_total},
-            {"gc_blocked_calls", 109, &s->blocked_calls},
             {"cowguard_recycles", 110, &slot->recycles},
             {"gc_in_request_collections", 111, &s->gc_in_request_total},
         };
-        for (auto& e : m) {
+        for (const GcFigure& f : kGcFigures)
+            if (f.uwsgi_metric && f.value) gauges.push_back({f.uwsgi_metric, f.uwsgi_oid, &(s->*f.value)});
+        // Registered in oid order (uWSGI lists its metrics in the order they were registered).
+        std::sort(gauges.begin(), gauges.end(), [](const Gauge& a, const Gauge& b) { return a.oid < b.oid; });
+        for (const Gauge& e : gauges) {
             snprintf(name, sizeof(name), "worker.%d.%s", i, e.suffix);
             snprintf(oid, sizeof(oid), "3.%d.%d", i, e.oid);
             register_gauge(name, oid, e.ptr);
@@ -454,10 +458,9 @@ void log_exit_line() {
     const WorkerSlot* s = context().slot;
     if (!s || !s->written_by(getpid())) return;
     SlotFigures f = s->figures;  // one read
-    MemFigures m;
-    StatFigures st;
-    uint64_t peak = peak_private(f, read_mem(getpid(), m) ? m.uss() : 0);
-    read_stat(getpid(), st);
+    auto m = read_mem(getpid());
+    uint64_t peak = peak_private(f, m ? m->uss() : 0);
+    StatFigures st = read_stat(getpid()).value_or(StatFigures{});
     log_line("%s (pid %d) exiting: %llu requests, peak private %s, %llu minor faults, %llu major faults, "
              "gc collections %llu/%llu/%llu (%.1f ms), %llu guarded calls; of those collections, after requests "
              "%llu/%llu/%llu (%.1f ms)",

@@ -64,7 +64,7 @@ std::string where_it_runs(bool in_worker, const char* does) {
 bool run_callables(const std::vector<std::string>& callables, const char* option, bool in_worker) {
     const Settings& s = context().settings;
     bool fatal = s.warmup_errors == WarmupErrors::Fatal;
-    warmup::Result r = warmup::run(callables, fatal);
+    warmup::RunOutcome r = warmup::run(callables, fatal);
     context().warmup_ms += r.ms;
     if (r.ok) {
         if (option == std::string("cowguard-warmup"))
@@ -183,7 +183,7 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker, boo
     const char* going_on = fresh_worker ? "going on: a worker's replay never stops uWSGI"
                                         : "going on as cowguard-warmup-errors = log asks";
     auto ull = [](uint64_t v) { return static_cast<unsigned long long>(v); };
-    warmup::ReplayResult total;
+    warmup::ReplayOutcome total;
     int closed_django = 0;
     for (const AppRequests& g : groups) {
         log_line("warmup replay: %zu request%s x %d round%s to app %d (mountpoint '%.*s'%s) %s", g.count,
@@ -193,7 +193,7 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker, boo
                  where.c_str());
         gc::InterpreterScope app_interpreter(static_cast<PyThreadState*>(g.app->interpreter));
         PyObject* base = base_environ(g.app, g.by_mountpoint);
-        warmup::ReplayResult r;
+        warmup::ReplayOutcome r;
         if (base) {
             r = warmup::replay(static_cast<PyObject*>(g.app->callable), base, g.files, rounds);
             Py_DECREF(base);
@@ -249,15 +249,15 @@ void warmup_load_requests() {
         std::ostringstream text;
         text << in.rdbuf();
         if (in.bad()) fail("cowguard-warmup-requests: " + printable(path) + ": cannot read: " + strerror(errno));
-        warmup::ParseResult r = warmup::parse_requests(text.str());
-        if (r.error) fail("cowguard-warmup-requests: " + printable(path) + ":" + *r.error);
-        log_line("cowguard-warmup-requests: %s: %zu request%s to replay%s", printable(path).c_str(), r.requests.size(),
-                 plural(r.requests.size()), s.warmup_dry_run ? " (dry run: listed, not replayed)" : "");
+        std::vector<warmup::Request> requests =
+            value_or_fail(warmup::parse_requests(text.str()), "cowguard-warmup-requests: " + printable(path) + ":");
+        log_line("cowguard-warmup-requests: %s: %zu request%s to replay%s", printable(path).c_str(), requests.size(),
+                 plural(requests.size()), s.warmup_dry_run ? " (dry run: listed, not replayed)" : "");
         if (s.warmup_dry_run)
-            for (const auto& req : r.requests)
+            for (const auto& req : requests)
                 log_line("dry run: %s:%d: %s", printable(path).c_str(), req.line,
                          printable(warmup::format_request(req)).c_str());
-        g_files.push_back({path, std::move(r.requests)});
+        g_files.push_back({path, std::move(requests)});
     }
 }
 

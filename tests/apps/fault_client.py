@@ -158,6 +158,22 @@ def children(pid):
     return sorted(int(p) for p in out.stdout.split())
 
 
+def reload_and_wait(u, workers, timeout=60):
+    """SIGHUP to the master (a graceful reload); returns once the master said it respawned and at
+    least `workers` of its children are new, none of the old ones left."""
+    old = set(children(u.proc.pid))
+    spawned = u.log().count("gracefully (RE)spawned uWSGI master process")
+    u.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = set(children(u.proc.pid))
+        if (u.log().count("gracefully (RE)spawned uWSGI master process") > spawned and len(now) >= workers
+                and not now & old):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no new workers after SIGHUP:\n{u.log()[-4000:]}")
+
+
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -9,8 +9,7 @@
 // What must hold, whatever the input:
 //   - an error is exactly "<name>: not a cowguard option" for an unknown name, or
 //     "<name>: '<value>' is not valid; accepts <option_accepts(name)>" for a value given for that
-//     name, control characters escaped as \xNN (one line whatever the value); `out` is then
-//     untouched;
+//     name, control characters escaped as \xNN (one line whatever the value);
 //   - on success, one note per single-valued option given more than once
 //     ("<name> given N times; using the last value '<last>' ...", one line), every figure in its documented
 //     range, and describe_settings() round-trips: feeding its text back to build_settings gives
@@ -39,16 +38,6 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.com
 // A value as error lines print it: control characters as \xNN.
 using Described = std::vector<std::pair<std::string, std::string>>;
 
-// A settings value nobody writes by default: to tell whether build_settings touched `out`.
-Settings sentinel() {
-    Settings s;
-    s.enabled = false;
-    s.trim = true;
-    s.cow_report_signal = 7;
-    s.cow_report_dir = "sentinel";
-    s.stats_interval_s = 2.5;
-    return s;
-}
 
 void check_ranges(const Settings& s, const RawOptions& raw) {
     const GcThresholds& t = s.thresholds;
@@ -84,7 +73,7 @@ void check_ranges(const Settings& s, const RawOptions& raw) {
     if (s.instance_name.size() > 128) fail("instance name", s.instance_name);
 }
 
-void check_notes(const BuildResult& r, const RawOptions& raw) {
+void check_notes(const std::vector<std::string>& notes, const RawOptions& raw) {
     size_t expected = 0;
     for (const auto& [name, values] : raw) {
         if (option_is_list(name) || values.size() < 2) continue;
@@ -93,10 +82,10 @@ void check_notes(const BuildResult& r, const RawOptions& raw) {
         std::string head = name + " given " + std::to_string(values.size()) + " times; using the last value '" +
                            printable(values.back()) + "'";
         bool found = false;
-        for (const std::string& n : r.notes) found = found || (starts_with(n, head) && n.find('\n') == std::string::npos);
+        for (const std::string& n : notes) found = found || (starts_with(n, head) && n.find('\n') == std::string::npos);
         if (!found) fail("missing duplicate note", head);
     }
-    if (r.notes.size() != expected) fail("unexpected notes", std::to_string(r.notes.size()));
+    if (notes.size() != expected) fail("unexpected notes", std::to_string(notes.size()));
 }
 
 void check_error(const std::string& e, const RawOptions& raw) {
@@ -160,15 +149,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         raw[name].push_back(tokens[i + 1]);
     }
 
-    Settings out = sentinel();
-    const Described before = describe_settings(out);
-    BuildResult r = build_settings(raw, out);
-    if (r.error) {
-        check_error(*r.error, raw);
-        if (describe_settings(out) != before) fail("out changed on error", *r.error);
+    auto r = build_settings(raw);
+    if (!r) {
+        check_error(r.error(), raw);
         return 0;
     }
-    check_notes(r, raw);
+    check_notes(r->notes, raw);
+    const Settings& out = r->settings;
     check_ranges(out, raw);
 
     const Described described = describe_settings(out);
@@ -176,9 +163,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (size_t i = 0; i < names.size(); i++)
         if (described[i].first != names[i]) fail("describe_settings order", described[i].first);
 
-    Settings again;
-    BuildResult r2 = build_settings(as_options(described), again);
-    if (r2.error) fail("described settings do not parse", *r2.error + " from " + show(described));
+    auto r2 = build_settings(as_options(described));
+    if (!r2) fail("described settings do not parse", r2.error() + " from " + show(described));
+    const Settings& again = r2->settings;
     if (describe_settings(again) != described)
         fail("round trip", show(described) + " -> " + show(describe_settings(again)));
     if (again.gc != out.gc || again.thresholds.t0 != out.thresholds.t0 || again.thresholds.t1 != out.thresholds.t1 ||

@@ -39,7 +39,7 @@ cowguard::ProcessFigures figures(int pid, bool sampled) {
     p.rss = std::numeric_limits<uint64_t>::max();  // exercises the clamp
     p.pss = 12345678;
     p.minflt_per_request = std::numeric_limits<double>::quiet_NaN();
-    p.gc.time_ms = 0.5;
+    p.counted.gc_time_ns = 500000;
     return p;
 }
 
@@ -118,16 +118,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }();
 
     std::string_view doc(reinterpret_cast<const char*>(data), size);
-    std::string out;
     json_error_t error;
     json_t* in = json_loadb(doc.data(), doc.size(), JSON_ALLOW_NUL, &error);
-    bool ok = cowguard::merge_stats(doc, top, workers, mules, size % 2 == 0, out);
+    auto merged_text = cowguard::merge_stats(doc, top, workers, mules, size % 2 == 0);
+    bool ok = merged_text.ok();
     if (ok != json_is_object(in)) fail(ok ? "merged a non-object" : "refused an object");
     if (!ok) {
         json_decref(in);
         return 0;
     }
 
+    const std::string& out = *merged_text;
     json_t* merged = json_loadb(out.data(), out.size(), JSON_ALLOW_NUL, &error);
     if (!json_is_object(json_object_get(merged, "cowguard"))) fail("no top-level cowguard object");
 

@@ -32,10 +32,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view text(reinterpret_cast<const char*>(data), size);
     size_t lines = 1;
     for (char c : text) lines += c == '\n';
-    ParseResult r = parse_requests(text);
-    if (r.error) {
-        const std::string& e = *r.error;
-        if (!r.requests.empty()) fail("requests kept with an error", e);
+    auto r = parse_requests(text);
+    if (!r) {
+        const std::string& e = r.error();
         if (e.find('\n') != std::string::npos) fail("error over two lines", e);
         size_t colon = e.find(": ");
         if (colon == std::string::npos || colon == 0) fail("error without a line number", e);
@@ -44,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         return 0;
     }
     int last = 0;
-    for (const Request& q : r.requests) {
+    for (const Request& q : *r) {
         if (q.line <= last || static_cast<size_t>(q.line) > lines) fail("line order", std::to_string(q.line));
         last = q.line;
         if (q.method.empty()) fail("empty method", "");
@@ -63,9 +62,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
         }
         std::string line = format_request(q);
-        ParseResult again = parse_requests(line);
-        if (again.error) fail("formatted request does not parse", line + " -> " + *again.error);
-        if (again.requests.size() != 1 || !same(again.requests[0], q)) fail("round trip", line);
+        auto again = parse_requests(line);
+        if (!again) fail("formatted request does not parse", line + " -> " + again.error());
+        if (again->size() != 1 || !same((*again)[0], q)) fail("round trip", line);
     }
     return 0;
 }

@@ -188,3 +188,15 @@ def read_stats(where, timeout=10):
 def private_kb(pid):
     r = smaps_rollup(pid)
     return r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)
+
+
+def wait_for(predicate, timeout, what, log=lambda: ""):
+    """predicate()'s first true value, asked every 50 ms; after `timeout` seconds an AssertionError
+    naming `what`, with log() (the instance's log, say) below it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout}s\n{log()}")

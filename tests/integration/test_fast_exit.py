@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import APPS, free_port, private_kb, read_stats
+from conftest import APPS, free_port, private_kb, read_stats, wait_for
 from common import mem_available_kb  # bench/common.py, on sys.path through conftest
 
 # uwsgi.atexit first, then the atexit handlers last-registered-first (exit_handlers.py).
@@ -43,16 +43,6 @@ def trace(out, pid, suffix="log"):
 def traced_pids(out, suffix="log"):
     return sorted(int(p.name.split(".")[0]) for p in out.glob(f"[0-9]*.{suffix}"))
 
-
-
-def wait_for(predicate, timeout, what, log=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} after {timeout}s:\n{log()}")
 
 
 def stop_idle(u, sig=signal.SIGTERM, timeout=30):

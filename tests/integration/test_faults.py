@@ -24,7 +24,7 @@ from conftest import APPS, free_port
 
 sys.path.insert(0, str(APPS))
 from fault_client import (PEAK_BELOW_PRIVATE, SURPRISES, StatsPoller, Wrk, check_document,  # noqa: E402
-                          children, fd_targets, policy_thresholds, rss_kb, stats, wait_settled)
+                          children, fd_targets, policy_thresholds, reload_and_wait, rss_kb, stats, wait_settled)
 
 WORKERS = 2
 # Slack for the master's RSS after the faults. The master's own work between the two readings is
@@ -258,20 +258,9 @@ def test_harakiri(uwsgi):
 
 # ---- graceful reloads -----------------------------------------------------------------------------
 
-def reload_and_wait(u, timeout=60):
-    """SIGHUP to the master; returns once every worker is new and answers (with cowguard's policy)."""
-    old = set(children(u.proc.pid))
-    spawned = u.log().count("gracefully (RE)spawned uWSGI master process")
-    u.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = set(children(u.proc.pid))
-        if (u.log().count("gracefully (RE)spawned uWSGI master process") > spawned and len(now) == WORKERS
-                and not now & old):
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"no new workers after SIGHUP:\n{u.log()[-4000:]}")
+def reload_and_answer(u):
+    """A graceful reload; returns once every worker is new and answers (with cowguard's policy)."""
+    reload_and_wait(u, WORKERS)
     answer_all(u)
 
 
@@ -284,7 +273,7 @@ def test_twenty_graceful_reloads(uwsgi):
     before = master_figures(u)
     with StatsPoller(u.stats_port, u.thresholds) as poller:
         for _ in range(20):
-            reload_and_wait(u)
+            reload_and_answer(u)
         settled = settle(u)
     assert poller.documents > 20 and not poller.problems, poller.problems[:5]
     log = check_log(u)
@@ -344,7 +333,7 @@ def wrk_through_reloads(uwsgi, cowguard):
     wrk = Wrk(f"http://127.0.0.1:{u.port}/", threads=2, connections=8, duration="10s")
     time.sleep(1)
     for _ in range(5):
-        reload_and_wait(u)
+        reload_and_answer(u)
         time.sleep(0.3)
     result = wrk.wait()
     if poller:

@@ -13,7 +13,7 @@ import urllib.error
 
 import pytest
 
-from conftest import APPS, free_port, private_kb, smaps_rollup, read_stats
+from conftest import APPS, free_port, private_kb, read_stats, smaps_rollup, wait_for
 
 MB = 1024 * 1024
 INTERVAL = "0.2"
@@ -37,16 +37,6 @@ def start(uwsgi, app, extra=(), workers=1, cowguard=True):
 
 def worker1(u):
     return next(w for w in read_stats(u.stats)["workers"] if w["id"] == 1)
-
-
-def wait_for(predicate, timeout, what, log=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s\n{log()}")
 
 
 def own_mb(pid, kind):

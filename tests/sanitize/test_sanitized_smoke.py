@@ -30,7 +30,7 @@ from conftest import integration
 APPS = integration.APPS
 PLUGIN = integration.PLUGIN
 sys.path.insert(0, str(APPS))
-from fault_client import children, policy_thresholds, read_stats  # noqa: E402
+from fault_client import children, policy_thresholds, read_stats, reload_and_wait  # noqa: E402
 
 REPORT_MARKERS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: AddressSanitizer",
                   "SUMMARY: UndefinedBehaviorSanitizer", "AddressSanitizer:DEADLYSIGNAL"]
@@ -96,19 +96,6 @@ def poll_stats(addr, n=10, http=False):
         assert "cowguard" in doc and doc["workers"], doc.keys()
         time.sleep(0.05)
     return doc
-
-
-def reload_and_wait(u, workers=2, timeout=60):
-    old = set(children(u.proc.pid))
-    n = u.log().count("gracefully (RE)spawned uWSGI master process")
-    u.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = set(children(u.proc.pid))
-        if u.log().count("gracefully (RE)spawned uWSGI master process") > n and len(now) >= workers and not now & old:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no new workers after SIGHUP:\n{u.log()[-4000:]}")
 
 
 def poll_metrics(port, n=10):
@@ -187,7 +174,7 @@ def test_off_warn_lazy_apps_http_stats(uwsgi, tmp_path):
     for path in ["/", "/containers?n=20000", "/enable", "/gc", "/cowstats"] * 3:
         u.get(path, timeout=60)
     poll_stats(sp, 10, http=True)
-    reload_and_wait(u)
+    reload_and_wait(u, 2)
     u.every_worker("/gc", 2, timeout=60)
     assert u.stop() == 0
     check_clean(u)

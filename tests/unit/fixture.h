@@ -6,8 +6,18 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include <check.h>
+
+// A parser's value into `out` (left untouched on an error); false on an error. For the suites'
+// tables of good and bad inputs, which read best as one boolean each.
+template <typename T, typename R>
+bool into(R result, T& out) {
+    if (!result) return false;
+    out = std::move(*result);
+    return true;
+}
 
 // The whole file, or the test aborts naming the missing fixture.
 inline std::string fixture(const char* name) {

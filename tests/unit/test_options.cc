@@ -16,9 +16,10 @@ namespace {
 
 // build_settings on one option; returns the error line, or "" when accepted.
 std::string error_of(const std::string& name, std::vector<std::string> values, Settings* out = nullptr) {
-    Settings scratch;
-    BuildResult r = build_settings({{name, std::move(values)}}, out ? *out : scratch);
-    return r.error ? *r.error : "";
+    auto r = build_settings({{name, std::move(values)}});
+    if (!r) return r.error();
+    if (out) *out = r->settings;
+    return "";
 }
 
 bool rejected(const std::string& name, const std::string& value) {
@@ -30,10 +31,10 @@ bool rejected(const std::string& name, const std::string& value) {
 }  // namespace
 
 START_TEST(defaults) {
-    Settings s;
-    BuildResult r = build_settings({}, s);
-    ck_assert(!r.error);
-    ck_assert(r.notes.empty());
+    auto r = build_settings({});
+    ck_assert(r.ok());
+    ck_assert(r->notes.empty());
+    const Settings& s = r->settings;
     ck_assert(s.enabled && s.freeze && s.collect_before_freeze && s.fast_exit && s.stats && !s.trim);
     ck_assert(s.gc == GcPolicy::Between);
     ck_assert_int_eq(s.thresholds.t0, kYoungThresholds.t0);  // inside requests
@@ -84,9 +85,10 @@ START_TEST(good_values) {
         {"cowguard-trim", {"TRUE"}},
         {"cowguard-cow-report", {" /var/tmp/cow "}},
     };
-    BuildResult r = build_settings(raw, s);
-    ck_assert_msg(!r.error, "%s", r.error ? r.error->c_str() : "");
-    ck_assert(r.notes.empty());
+    auto r = build_settings(raw);
+    ck_assert_msg(r.ok(), "%s", r.ok() ? "" : r.error().c_str());
+    ck_assert(r->notes.empty());
+    s = r->settings;
     ck_assert(s.enabled && !s.freeze && !s.collect_before_freeze && !s.fast_exit && s.stats && s.trim);
     ck_assert(s.immortalize == Toggle::On);
     ck_assert(s.gc == GcPolicy::Thresholds);
@@ -118,22 +120,28 @@ END_TEST
 START_TEST(gc_policy_forms) {
     GcPolicy p;
     GcThresholds t;
-    ck_assert(parse_gc_policy(" Young ", p, t));
+    // Parses `v` into p and t; false when refused.
+    auto parse = [&](const std::string& v) {
+        auto c = parse_gc_policy(v);
+        if (c) p = c->policy, t = c->thresholds;
+        return c.ok();
+    };
+    ck_assert(parse(" Young "));
     ck_assert(p == GcPolicy::Young);
     ck_assert_int_eq(t.t0, 10000);
-    ck_assert(parse_gc_policy("off", p, t));
+    ck_assert(parse("off"));
     ck_assert(p == GcPolicy::Off);
     ck_assert_int_eq(t.t0, 0);
-    ck_assert(parse_gc_policy("700", p, t));
+    ck_assert(parse("700"));
     ck_assert(p == GcPolicy::Thresholds);
     ck_assert_int_eq(t.t0, 700);
     ck_assert_int_eq(t.t1, -1);  // left as CPython has it
     ck_assert_int_eq(t.t2, -1);
-    ck_assert(parse_gc_policy(" 700 , 10 ", p, t));
+    ck_assert(parse(" 700 , 10 "));
     ck_assert_int_eq(t.t1, 10);
     ck_assert_int_eq(t.t2, -1);
-    ck_assert(parse_gc_policy("0,0,0", p, t));
-    ck_assert(parse_gc_policy("1000000000,1,1", p, t));  // the largest accepted
+    ck_assert(parse("0,0,0"));
+    ck_assert(parse("1000000000,1,1"));  // the largest accepted
     // ck_assert_str_eq keeps a char*: the strings must outlive the statement.
     std::string young = describe_policy(GcPolicy::Young, kYoungThresholds);
     std::string off = describe_policy(GcPolicy::Off, GcThresholds{0, -1, -1});
@@ -142,7 +150,7 @@ START_TEST(gc_policy_forms) {
     ck_assert_str_eq(off.c_str(), "off");
     ck_assert_str_eq(two.c_str(), "thresholds 700,10");
     ck_assert_str_eq(guard_name(GuardMode::Allow), "allow");
-    ck_assert(parse_gc_policy(" BETWEEN", p, t));
+    ck_assert(parse(" BETWEEN"));
     ck_assert(p == GcPolicy::Between);
     ck_assert_int_eq(t.t0, 10000);  // inside requests: the young thresholds
     std::string between = describe_policy(GcPolicy::Between, kYoungThresholds);
@@ -199,20 +207,21 @@ START_TEST(non_numeric_values) {
 END_TEST
 
 START_TEST(between_thresholds) {
-    GcThresholds t;
-    ck_assert(parse_between_thresholds("2000", t));
+    GcThresholds t = parse_between_thresholds("2000").value_or({});
     ck_assert_int_eq(t.t0, 2000);
     ck_assert_int_eq(t.t1, 10);  // not given: kBetweenAfterRequest's
     ck_assert_int_eq(t.t2, 10);
-    ck_assert(parse_between_thresholds(" 0 , 5 , 0 ", t));
+    ck_assert(parse_between_thresholds(" 0 , 5 , 0 ").ok());
+    t = *parse_between_thresholds(" 0 , 5 , 0 ");
     ck_assert_int_eq(t.t0, 0);
     ck_assert_int_eq(t.t1, 5);
     ck_assert_int_eq(t.t2, 0);
     for (const char* v : {"-1", "young", "between", "off", "1,2,3,4", "700,", ",700", "1000000001", "1.5", "7e2"})
         ck_assert_msg(rejected("cowguard-gc-between", v), "gc-between accepted %s", v);
     RawOptions raw{{"cowguard-gc", {"between"}}, {"cowguard-gc-between", {"1000,5"}}};
-    Settings s;
-    ck_assert(!build_settings(raw, s).error);
+    auto built = build_settings(raw);
+    ck_assert(built.ok());
+    const Settings& s = built->settings;
     ck_assert(s.gc == GcPolicy::Between);
     ck_assert_int_eq(s.between.t0, 1000);
     ck_assert_int_eq(s.between.t1, 5);
@@ -224,11 +233,10 @@ START_TEST(between_thresholds) {
         if (name == "cowguard-gc-between") listed = value == "1000,5,10";
     ck_assert(listed);
     // The error line names the option and what it accepts.
-    Settings bad;
-    BuildResult r = build_settings(RawOptions{{"cowguard-gc-between", {"lots"}}}, bad);
-    ck_assert(r.error);
-    ck_assert_msg(r.error->rfind("cowguard-gc-between: 'lots' is not valid; accepts T0[,T1[,T2]]", 0) == 0, "%s",
-                  r.error->c_str());
+    auto r = build_settings(RawOptions{{"cowguard-gc-between", {"lots"}}});
+    ck_assert(!r);
+    ck_assert_msg(r.error().rfind("cowguard-gc-between: 'lots' is not valid; accepts T0[,T1[,T2]]", 0) == 0, "%s",
+                  r.error().c_str());
 }
 END_TEST
 
@@ -277,14 +285,20 @@ END_TEST
 
 START_TEST(listen_addresses) {
     cowguard::ListenAddress a;
-    ck_assert(cowguard::parse_listen_address(" 127.0.0.1:9191 ", a));
+    // Parses `v` into a; false when refused.
+    auto parse = [&a](const std::string& v) {
+        auto r = cowguard::parse_listen_address(v);
+        if (r) a = *r;
+        return r.ok();
+    };
+    ck_assert(parse(" 127.0.0.1:9191 "));
     ck_assert(!a.unix_socket && a.host == "127.0.0.1" && a.port == 9191 && a.text == "127.0.0.1:9191");
-    ck_assert(cowguard::parse_listen_address(":9191", a) && a.host.empty() && a.port == 9191);
-    ck_assert(cowguard::parse_listen_address("[::1]:80", a) && a.host == "::1" && a.port == 80);
-    ck_assert(cowguard::parse_listen_address("localhost:65535", a) && a.host == "localhost");
-    ck_assert(cowguard::parse_listen_address("/run/app/metrics.sock", a) && a.unix_socket && a.path == "/run/app/metrics.sock");
-    ck_assert(cowguard::parse_listen_address("metrics.sock", a) && a.unix_socket);
-    ck_assert(cowguard::parse_listen_address("/" + std::string(106, 'a'), a));  // 107 bytes
+    ck_assert(parse(":9191") && a.host.empty() && a.port == 9191);
+    ck_assert(parse("[::1]:80") && a.host == "::1" && a.port == 80);
+    ck_assert(parse("localhost:65535") && a.host == "localhost");
+    ck_assert(parse("/run/app/metrics.sock") && a.unix_socket && a.path == "/run/app/metrics.sock");
+    ck_assert(parse("metrics.sock") && a.unix_socket);
+    ck_assert(parse("/" + std::string(106, 'a')));  // 107 bytes
     for (const char* bad : {"127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:", "127.0.0.1:-1", "127.0.0.1:80x",
                             "127.0.0.1: 80", "host name:80", "[::1:80", "[]:80", "[x::1]:80", "a/b:80", ":",
                             "127.0.0.1:99999999999999999999999"})
@@ -299,10 +313,9 @@ START_TEST(listen_addresses) {
 END_TEST
 
 START_TEST(instance_names) {
-    std::string n;
-    ck_assert(cowguard::parse_instance_name(" shop-api ", n) && n == "shop-api");
-    ck_assert(cowguard::parse_instance_name("a \"quoted\" \\ name", n));
-    ck_assert(cowguard::parse_instance_name(std::string(128, 'x'), n));
+    ck_assert(cowguard::parse_instance_name(" shop-api ").value_or("") == "shop-api");
+    ck_assert(cowguard::parse_instance_name("a \"quoted\" \\ name").ok());
+    ck_assert(cowguard::parse_instance_name(std::string(128, 'x')).ok());
     ck_assert(rejected("cowguard-instance-name", std::string(129, 'x')));
     ck_assert(rejected("cowguard-instance-name", "two\nlines"));
     ck_assert(rejected("cowguard-instance-name", "tab\there"));
@@ -310,18 +323,17 @@ START_TEST(instance_names) {
 END_TEST
 
 START_TEST(duplicates_reported_in_notes) {
-    Settings s;
-    BuildResult r = build_settings({{"cowguard-gc", {"off", "700", "young"}}, {"cowguard-guard", {"warn"}}}, s);
-    ck_assert(!r.error);
-    ck_assert_uint_eq(r.notes.size(), 1);
-    ck_assert_str_eq(r.notes[0].c_str(), "cowguard-gc given 3 times; using the last value 'young' over 'off', '700'");
-    ck_assert(s.gc == GcPolicy::Young);  // the last one wins
-    ck_assert(s.guard == GuardMode::Warn);
+    auto r = build_settings({{"cowguard-gc", {"off", "700", "young"}}, {"cowguard-guard", {"warn"}}});
+    ck_assert(r.ok());
+    ck_assert_uint_eq(r->notes.size(), 1);
+    ck_assert_str_eq(r->notes[0].c_str(), "cowguard-gc given 3 times; using the last value 'young' over 'off', '700'");
+    ck_assert(r->settings.gc == GcPolicy::Young);  // the last one wins
+    ck_assert(r->settings.guard == GuardMode::Warn);
     // A list option keeps every value and is not reported.
-    r = build_settings({{"cowguard-warmup", {"a:b", "c:d", "a:b"}}}, s);
-    ck_assert(!r.error);
-    ck_assert(r.notes.empty());
-    ck_assert_uint_eq(s.warmup.size(), 3);
+    r = build_settings({{"cowguard-warmup", {"a:b", "c:d", "a:b"}}});
+    ck_assert(r.ok());
+    ck_assert(r->notes.empty());
+    ck_assert_uint_eq(r->settings.warmup.size(), 3);
 }
 END_TEST
 
@@ -335,45 +347,43 @@ START_TEST(bad_early_value_is_an_error) {
     ck_assert(!error_of("cowguard-warmup", {"a:b", "nope", "c:d"}).empty());
     // A later bad value is an error too, and so is a good option next to a bad one.
     ck_assert(!error_of("cowguard-guard", {"block", "maybe"}).empty());
-    BuildResult r = build_settings({{"cowguard-gc", {"young"}}, {"cowguard-guard", {"maybe"}}}, s);
-    ck_assert(r.error);
+    ck_assert(!build_settings({{"cowguard-gc", {"young"}}, {"cowguard-guard", {"maybe"}}}));
     ck_assert(s.guard == GuardMode::Allow);
 }
 END_TEST
 
 START_TEST(immortalize_values_and_plan) {
-    Toggle m = Toggle::On;
-    ck_assert(parse_toggle(" AUTO ", m) && m == Toggle::Auto);
-    ck_assert(parse_toggle("0", m) && m == Toggle::Off);
-    ck_assert(parse_toggle("true", m) && m == Toggle::On);
+    ck_assert(parse_toggle(" AUTO ").value_or(Toggle::On) == Toggle::Auto);
+    ck_assert(parse_toggle("0").value_or(Toggle::On) == Toggle::Off);
+    ck_assert(parse_toggle("true").value_or(Toggle::Off) == Toggle::On);
     for (const char* bad : {"", "autom", "maybe", "2", "true false"}) ck_assert_msg(rejected("cowguard-immortalize", bad), "%s", bad);
     std::string e = error_of("cowguard-immortalize", {"sometimes"});
     ck_assert_str_eq(e.c_str(), "cowguard-immortalize: 'sometimes' is not valid; accepts true, false or auto");
 
     // A Python with immortal objects: auto and true run, false does not.
-    ImmortalizePlan p = plan_immortalize(Toggle::Auto, true, "3.13.5", true, false);
-    ck_assert(p.run && !p.error);
-    ck_assert_str_eq(p.why.c_str(), "on");
-    ck_assert(plan_immortalize(Toggle::On, true, "3.13.5", true, false).run);
+    auto p = plan_immortalize(Toggle::Auto, true, "3.13.5", true, false);
+    ck_assert(p.ok() && p->run);
+    ck_assert_str_eq(p->why.c_str(), "on");
+    ck_assert(plan_immortalize(Toggle::On, true, "3.13.5", true, false)->run);
     p = plan_immortalize(Toggle::Off, true, "3.13.5", true, false);
-    ck_assert(!p.run && !p.error);
-    ck_assert_str_eq(p.why.c_str(), "off");
+    ck_assert(p.ok() && !p->run);
+    ck_assert_str_eq(p->why.c_str(), "off");
     // 3.11: auto is off and says why; true refuses, naming the Python.
     p = plan_immortalize(Toggle::Auto, false, "3.11.2", true, false);
-    ck_assert(!p.run && !p.error);
-    ck_assert_str_eq(p.why.c_str(), "off (auto: Python 3.11.2 has no immortal objects)");
+    ck_assert(p.ok() && !p->run);
+    ck_assert_str_eq(p->why.c_str(), "off (auto: Python 3.11.2 has no immortal objects)");
     p = plan_immortalize(Toggle::On, false, "3.11.2", true, false);
-    ck_assert(!p.run && p.error);
-    ck_assert(p.error->rfind("cowguard-immortalize: true needs a Python with immortal objects", 0) == 0);
-    ck_assert(p.error->find("Python 3.11.2") != std::string::npos && p.error->find('\n') == std::string::npos);
-    ck_assert(!plan_immortalize(Toggle::Off, false, "3.11.2", true, false).error);
+    ck_assert(!p);
+    ck_assert(p.error().rfind("cowguard-immortalize: true needs a Python with immortal objects", 0) == 0);
+    ck_assert(p.error().find("Python 3.11.2") != std::string::npos && p.error().find('\n') == std::string::npos);
+    ck_assert(plan_immortalize(Toggle::Off, false, "3.11.2", true, false).ok());
     // Nothing frozen: nothing to make immortal.
-    ck_assert(!plan_immortalize(Toggle::Auto, true, "3.13.5", false, false).run);
-    ck_assert(plan_immortalize(Toggle::On, true, "3.13.5", false, false).error);
+    ck_assert(!plan_immortalize(Toggle::Auto, true, "3.13.5", false, false)->run);
+    ck_assert(!plan_immortalize(Toggle::On, true, "3.13.5", false, false));
     // lazy-apps: auto is off (nothing shared), true does as asked.
     p = plan_immortalize(Toggle::Auto, true, "3.14.8", true, true);
-    ck_assert(!p.run && p.why.find("lazy-apps") != std::string::npos);
-    ck_assert(plan_immortalize(Toggle::On, true, "3.14.8", true, true).run);
+    ck_assert(p.ok() && !p->run && p->why.find("lazy-apps") != std::string::npos);
+    ck_assert(plan_immortalize(Toggle::On, true, "3.14.8", true, true)->run);
     std::string names = std::string(toggle_name(Toggle::Auto)) + toggle_name(Toggle::On) + toggle_name(Toggle::Off);
     ck_assert_str_eq(names.c_str(), "autotruefalse");
     // cowguard-fill-holes: on unless false, never with lazy-apps.

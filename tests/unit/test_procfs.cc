@@ -24,13 +24,13 @@ constexpr uint64_t KB = 1024;
 bool smaps_fails(const std::string& text) {
     MemFigures m;
     m.rss = 4242;  // a failed parse must leave this alone
-    return !cowguard::parse_smaps(text, m) && m.rss == 4242;
+    return !into(cowguard::parse_smaps(text), m) && m.rss == 4242;
 }
 
 bool stat_fails(const std::string& text) {
     StatFigures s;
     s.pid = 4242;
-    return !cowguard::parse_stat(text, s) && s.pid == 4242;
+    return !into(cowguard::parse_stat(text), s) && s.pid == 4242;
 }
 
 }  // namespace
@@ -41,7 +41,7 @@ START_TEST(rollup_values_in_bytes) {
     // python_smaps_rollup.txt: Rss 11036, Pss 9560, Shared_Clean 1808, Shared_Dirty 0,
     // Private_Clean 3796, Private_Dirty 5432, Swap 0, Anonymous 5432 (kB).
     MemFigures m;
-    ck_assert(cowguard::parse_smaps(fixture("python_smaps_rollup.txt"), m));
+    ck_assert(into(cowguard::parse_smaps(fixture("python_smaps_rollup.txt")), m));
     ck_assert_uint_eq(m.rss, 11036 * KB);
     ck_assert_uint_eq(m.pss, 9560 * KB);
     ck_assert_uint_eq(m.shared_clean, 1808 * KB);
@@ -58,7 +58,7 @@ END_TEST
 
 START_TEST(rollup_of_cat) {
     MemFigures m;
-    ck_assert(cowguard::parse_smaps(fixture("cat_smaps_rollup.txt"), m));
+    ck_assert(into(cowguard::parse_smaps(fixture("cat_smaps_rollup.txt")), m));
     ck_assert_uint_eq(m.rss, 1772 * KB);
     ck_assert_uint_eq(m.pss, 520 * KB);
     ck_assert_uint_eq(m.shared_clean, 1596 * KB);
@@ -71,8 +71,8 @@ START_TEST(full_smaps_sums_match_rollup) {
     // Both captured from the same SIGSTOP'd python process, back to back.
     MemFigures rollup, full;
     std::string smaps = fixture("python_smaps.txt");
-    ck_assert(cowguard::parse_smaps(fixture("python_smaps_rollup.txt"), rollup));
-    ck_assert(cowguard::parse_smaps(smaps, full));
+    ck_assert(into(cowguard::parse_smaps(fixture("python_smaps_rollup.txt")), rollup));
+    ck_assert(into(cowguard::parse_smaps(smaps), full));
     ck_assert_uint_eq(full.rss, rollup.rss);
     ck_assert_uint_eq(full.shared_clean, rollup.shared_clean);
     ck_assert_uint_eq(full.shared_dirty, rollup.shared_dirty);
@@ -107,7 +107,7 @@ START_TEST(sums_mappings_and_ignores_other_fields) {
         "Swap:                 12 kB\n"
         "Anonymous:             8 kB";  // no final newline
     MemFigures m;
-    ck_assert(cowguard::parse_smaps(text, m));
+    ck_assert(into(cowguard::parse_smaps(text), m));
     ck_assert_uint_eq(m.rss, 12 * KB);
     ck_assert_uint_eq(m.pss, 10 * KB);
     ck_assert_uint_eq(m.private_dirty, 4 * KB);
@@ -140,7 +140,7 @@ START_TEST(smaps_malformed_values) {
     ck_assert(smaps_fails("Rss: 9007199254740992 kB\nRss: 9007199254740992 kB\n"));
     // A field it does not use may hold anything.
     MemFigures m;
-    ck_assert(cowguard::parse_smaps("Size: lots\nRss: 4 kB\n", m));
+    ck_assert(into(cowguard::parse_smaps("Size: lots\nRss: 4 kB\n"), m));
     ck_assert_uint_eq(m.rss, 4 * KB);
 }
 END_TEST
@@ -158,7 +158,7 @@ END_TEST
 START_TEST(stat_comm_with_space_and_paren) {
     // Captured from /bin/sleep copied to "/tmp/a b)c": comm is "a b)c".
     StatFigures s;
-    ck_assert(cowguard::parse_stat(fixture("stat_comm_space_paren.txt"), s));
+    ck_assert(into(cowguard::parse_stat(fixture("stat_comm_space_paren.txt")), s));
     ck_assert_int_eq(s.pid, 5047);
     ck_assert_int_eq(s.state, 'S');
     ck_assert_uint_eq(s.minflt, 139);
@@ -172,7 +172,7 @@ END_TEST
 
 START_TEST(stat_of_stopped_python) {
     StatFigures s;
-    ck_assert(cowguard::parse_stat(fixture("python_stat.txt"), s));
+    ck_assert(into(cowguard::parse_stat(fixture("python_stat.txt")), s));
     ck_assert_int_eq(s.pid, 5037);
     ck_assert_int_eq(s.state, 'T');
     ck_assert_uint_eq(s.minflt, 1546);
@@ -188,7 +188,7 @@ START_TEST(stat_comm_that_looks_like_fields) {
     // A comm may contain ") R 1 2 3": only the last ')' closes it.
     const char* text = "77 (x) R 1 2 3) S 1 1 1 0 -1 4194304 11 0 22 0 33 44 0 0 20 0 1 0 5 6000 7 rest\n";
     StatFigures s;
-    ck_assert(cowguard::parse_stat(text, s));
+    ck_assert(into(cowguard::parse_stat(text), s));
     ck_assert_int_eq(s.pid, 77);
     ck_assert_int_eq(s.state, 'S');
     ck_assert_uint_eq(s.minflt, 11);
@@ -206,7 +206,7 @@ START_TEST(stat_malformed_and_truncated) {
     ck_assert(stat_fails(fixture("stat_malformed.txt")));  // minflt "1x9"
     const std::string good = "77 (x) S 1 1 1 0 -1 4194304 11 0 22 0 33 44 0 0 20 0 1 0 5 6000 7\n";
     StatFigures s;
-    ck_assert(cowguard::parse_stat(good, s));
+    ck_assert(into(cowguard::parse_stat(good), s));
     ck_assert(stat_fails(good.substr(0, good.size() - 1)));  // rss field could be cut short
     ck_assert(stat_fails(good.substr(0, good.size() - 3)));  // fields missing
     ck_assert(stat_fails("x7 (x) S 1 1 1 0 -1 4194304 11 0 22 0 33 44 0 0 20 0 1 0 5 6000 7\n"));
@@ -225,17 +225,17 @@ END_TEST
 
 START_TEST(read_self) {
     MemFigures m;
-    ck_assert(cowguard::read_mem(getpid(), m));
+    ck_assert(into(cowguard::read_mem(getpid()), m));
     ck_assert_uint_gt(m.rss, 0);
     ck_assert_uint_gt(m.pss, 0);
     ck_assert_uint_le(m.uss(), m.rss);
     StatFigures s;
-    ck_assert(cowguard::read_stat(getpid(), s));
+    ck_assert(into(cowguard::read_stat(getpid()), s));
     ck_assert_int_eq(s.pid, getpid());
     ck_assert_int_eq(s.state, 'R');
     ck_assert_uint_gt(s.vsize, 0);
     std::string text;
-    ck_assert(cowguard::read_proc_file("/proc/self/status", text));
+    ck_assert(into(cowguard::read_proc_file("/proc/self/status"), text));
     ck_assert(text.find("VmRSS:") != std::string::npos);
 }
 END_TEST
@@ -248,12 +248,12 @@ START_TEST(read_gone_process) {
     ck_assert_int_eq(waitpid(child, &status, 0), child);
     MemFigures m;
     StatFigures s;
-    ck_assert(!cowguard::read_mem(child, m));
-    ck_assert(!cowguard::read_stat(child, s));
-    ck_assert(!cowguard::read_mem(0, m));
-    ck_assert(!cowguard::read_mem(-1, m));
+    ck_assert(!into(cowguard::read_mem(child), m));
+    ck_assert(!into(cowguard::read_stat(child), s));
+    ck_assert(!into(cowguard::read_mem(0), m));
+    ck_assert(!into(cowguard::read_mem(-1), m));
     std::string text;
-    ck_assert(!cowguard::read_proc_file("/proc/self/no-such-file", text));
+    ck_assert(!into(cowguard::read_proc_file("/proc/self/no-such-file"), text));
 }
 END_TEST
 

@@ -200,19 +200,19 @@ START_TEST(gc_figures_come_from_the_slot) {
     sampler.sample(getpid(), {worker(2, ch.pid, s)});
     const cowguard::ProcessFigures f = sampler.snapshot().workers.at(ch.pid);
     ck_assert(f.gc_ok);
-    ck_assert(f.gc.enabled);
-    ck_assert_int_eq(f.gc.threshold[0], 50000);
-    ck_assert_int_eq(f.gc.threshold[1], 20);
-    ck_assert_int_eq(f.gc.threshold[2], 100);
-    ck_assert_uint_eq(f.gc.frozen, 123456);
-    ck_assert_uint_eq(f.gc.collections[0], 7);
-    ck_assert_uint_eq(f.gc.collections[1], 2);
-    ck_assert_uint_eq(f.gc.collections[2], 1);
-    ck_assert_uint_eq(f.gc.collected, 99);
-    ck_assert_uint_eq(f.gc.uncollectable, 3);
-    ck_assert_double_eq_tol(f.gc.time_ms, 2.5, 1e-9);
-    ck_assert_uint_eq(f.gc.blocked_calls, 4);
-    ck_assert_uint_eq(f.gc.restored, 5);
+    ck_assert(f.counted.gc_enabled.load());
+    ck_assert_int_eq(f.counted.threshold[0].load(), 50000);
+    ck_assert_int_eq(f.counted.threshold[1].load(), 20);
+    ck_assert_int_eq(f.counted.threshold[2].load(), 100);
+    ck_assert_uint_eq(f.counted.frozen.load(), 123456);
+    ck_assert_uint_eq(f.counted.collections[0].load(), 7);
+    ck_assert_uint_eq(f.counted.collections[1].load(), 2);
+    ck_assert_uint_eq(f.counted.collections[2].load(), 1);
+    ck_assert_uint_eq(f.counted.collected.load(), 99);
+    ck_assert_uint_eq(f.counted.uncollectable.load(), 3);
+    ck_assert_double_eq_tol(cowguard::ns_to_ms(f.counted.gc_time_ns.load()), 2.5, 1e-9);
+    ck_assert_uint_eq(f.counted.blocked_calls.load(), 4);
+    ck_assert_uint_eq(f.counted.restored.load(), 5);
     ck_assert_uint_eq(f.recycles, 6);
     ck_assert_int_eq(s->figures.gc_collections_total.load(), 10);  // the metric's mirror
     ch.finish();
@@ -393,7 +393,7 @@ START_TEST(dead_pid_is_not_sampled) {
     // Its history is still reported from the slot.
     ck_assert(f.gc_ok);
     ck_assert_uint_eq(f.peak_private, 5 * MB);
-    ck_assert_uint_eq(f.gc.blocked_calls, 2);
+    ck_assert_uint_eq(f.counted.blocked_calls.load(), 2);
     ck_assert_int_eq(sb.slot->figures.uss.load(), 0);  // not overwritten
     ck_assert_uint_eq(snap.pss_total, snap.master.pss);
     ck_assert_double_eq(snap.shared_fraction_avg, 0);

@@ -41,7 +41,7 @@ constexpr uint64_t KB = 1024;
 const std::vector<Vma>& capture() {
     static std::vector<Vma> vmas = [] {
         std::vector<Vma> v;
-        if (!cowguard::parse_smaps_vmas(fixture("vmas_smaps.txt"), v)) ck_abort_msg("vmas_smaps.txt did not parse");
+        if (!into(cowguard::parse_smaps_vmas(fixture("vmas_smaps.txt")), v)) ck_abort_msg("vmas_smaps.txt did not parse");
         return v;
     }();
     return vmas;
@@ -64,7 +64,7 @@ MappingKind kind(const Vma& v, bool objects) { return cowguard::classify_vma(v, 
 bool vmas_fail(const std::string& text) {
     std::vector<Vma> out(3);
     out[0].start = 4242;
-    return !cowguard::parse_smaps_vmas(text, out) && out.size() == 3 && out[0].start == 4242;
+    return !into(cowguard::parse_smaps_vmas(text), out) && out.size() == 3 && out[0].start == 4242;
 }
 
 const char* kLibpython = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0";
@@ -134,9 +134,9 @@ END_TEST
 START_TEST(parse_replaces_the_output) {
     std::vector<Vma> out(5);
     std::string text = fixture("vmas_smaps.txt");
-    ck_assert(cowguard::parse_smaps_vmas(text, out));
+    ck_assert(into(cowguard::parse_smaps_vmas(text), out));
     ck_assert_uint_eq(out.size(), 171);
-    ck_assert(cowguard::parse_smaps_vmas(text, out));
+    ck_assert(into(cowguard::parse_smaps_vmas(text), out));
     ck_assert_uint_eq(out.size(), 171);
 }
 END_TEST
@@ -156,7 +156,7 @@ START_TEST(parse_sorts_and_reads_hand_made_text) {
         "Rss:                  99 kB\n"
         "VmFlags: rd wr mr mw me ac sd\n";
     std::vector<Vma> v;
-    ck_assert(cowguard::parse_smaps_vmas(text, v));
+    ck_assert(into(cowguard::parse_smaps_vmas(text), v));
     ck_assert_uint_eq(v.size(), 2);
     ck_assert_uint_eq(v[0].start, 0x7f0000000000ULL);
     ck_assert_uint_eq(v[0].end, 0x7f0000002000ULL);
@@ -335,7 +335,7 @@ START_TEST(empty_and_malformed) {
     ck_assert(vmas_fail(head + "Private_Dirty: 99999999999999999999999 kB\n"));  // overflows bytes
     // A header alone is a mapping with nothing resident.
     std::vector<Vma> one;
-    ck_assert(cowguard::parse_smaps_vmas(head, one));
+    ck_assert(into(cowguard::parse_smaps_vmas(head), one));
     ck_assert_uint_eq(one.size(), 1);
     ck_assert_uint_eq(one[0].shared + one[0].private_, 0);
     // A range that is not one (start >= end, not hex) is not taken for a header.
