@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""Where a Django worker's private memory goes (issues #14, #15): per configuration, 4 workers,
+prewarm then load on the bench's Django project (run.main_phase's load), then per worker the private
+kB of each mapping class from /proc/PID/smaps (heap, anonymous, libpython data, .so data, stack, other)
+and cowguard's copy-on-write report.
+
+  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/django_cow.py [--configs a,b] [--load-s 10]
+Writes bench/results/django-cow-<stamp>-<codename>.json and prints a table.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402
+from common import mean, run_wrk, sample_workers, smaps  # noqa: E402
+
+Config = run.Config
+CONFIGS = {c.name: c for c in [
+    Config("stock"),
+    Config("app-freeze", recipe="app-freeze"),
+    Config("cowguard", cowguard=True),
+    Config("cowguard-no-collect", cowguard=True, uwsgi_args=("--cowguard-collect-before-freeze", "false")),
+    Config("cowguard-no-fill", cowguard=True, uwsgi_args=("--cowguard-fill-holes", "false")),
+    Config("cowguard-immortalize-false", cowguard=True, uwsgi_args=("--cowguard-immortalize", "false")),
+    Config("cowguard-replay", cowguard=True,
+           uwsgi_args=("--cowguard-warmup-requests", str(run.BENCH / "wrk" / "django_urls.txt"))),
+]}
+
+
+def mapping_class(name, perms):
+    if name == "[heap]":
+        return "heap"
+    if name == "[stack]" or name.startswith("[stack"):
+        return "stack"
+    if not name or name.startswith("[anon"):
+        return "anon"
+    if "libpython" in name or "/uwsgi" in name or name.endswith("python3"):
+        return "python_binary_data" if "w" in perms else "code"
+    if ".so" in name:
+        return "so_data" if "w" in perms else "code"
+    return "other"
+
+
+def smaps_classes(pid):
+    """Private kB (clean + dirty) per mapping class, and the 8 largest private mappings."""
+    out, each, cur = {}, [], None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5 and not parts[0].endswith(":"):
+                name = parts[5] if len(parts) > 5 else ""
+                cur = [mapping_class(name, parts[1]), name, parts[0], 0]
+                each.append(cur)
+            elif parts[0] in ("Private_Clean:", "Private_Dirty:") and cur:
+                cur[3] += int(parts[1])
+    for cls, name, rng, kb in each:
+        out[cls] = out.get(cls, 0) + kb
+    top = sorted(each, key=lambda e: -e[3])[:8]
+    return out, [{"class": c, "name": n, "range": r, "private_kb": k} for c, n, r, k in top]
+
+
+def measure(config, args, plugin, logdir):
+    app = "django"
+    a = run.APPS[app]
+    cow_dir = None
+    if config.cowguard:
+        cow_dir = logdir / ("cow-%s-%d" % (config.name, time.monotonic_ns()))
+        cow_dir.mkdir(parents=True)
+    u = run.Uwsgi(app, config, args.workers, plugin, logdir / ("%s.log" % config.name), cow_dir)
+    res = {"config": config.name}
+    try:
+        u.start()
+        pids = u.worker_pids()
+        if args.prewarm_s:
+            run_wrk(u.url(a.path), args.prewarm_s, a.wrk_script)
+        w = run_wrk(u.url(a.path), args.load_s, a.wrk_script)
+        end = sample_workers(pids)
+        master = smaps(u.pid)
+        classes = {}
+        tops = {}
+        for p in pids:
+            c, top = smaps_classes(p)
+            tops[p] = top
+            for k, v in c.items():
+                classes[k] = classes.get(k, 0) + v / 1024.0 / len(pids)
+        res.update({
+            "requests": w["requests"], "rps": w["rps"], "non_2xx": w["non_2xx"],
+            "private_mb_per_worker": mean(v["private"] for v in end.values()),
+            "pss_total_mb": master["pss"] + sum(v["pss"] for v in end.values()),
+            "private_mb_per_worker_by_mapping": {k: round(v, 2) for k, v in sorted(classes.items())},
+            "largest_private_mappings_first_worker": tops[pids[0]],
+        })
+        if cow_dir:
+            res["cow_report"] = run.cow_report(u, cow_dir, pids)
+        log = (logdir / ("%s.log" % config.name)).read_text(errors="replace")
+        res["startup_lines"] = [l for l in log.splitlines() if "[cowguard]" in l and ("froze" in l or "fill" in l)][:4]
+    finally:
+        u.kill()
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", default="stock,app-freeze,cowguard")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--prewarm-s", type=int, default=4)
+    ap.add_argument("--load-s", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=1, help="alternations of the whole configuration list")
+    ap.add_argument("--label", default="")
+    args = ap.parse_args(argv)
+    plugin = os.environ.get("COWGUARD_PLUGIN", "")
+    run.ensure_django_db()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    codename = dict(l.strip().split("=", 1) for l in open("/etc/os-release") if "=" in l).get(
+        "VERSION_CODENAME", "unknown").strip('"') or "unknown"
+    logdir = run.BENCH / "results" / ("django-cow-%s-logs" % stamp)
+    logdir.mkdir(parents=True, exist_ok=True)
+    out = {"kind": "django-cow", "python": platform.python_version(), "versions": run.versions(), "codename": codename,
+           "workers": args.workers, "prewarm_s": args.prewarm_s, "load_s": args.load_s, "label": args.label,
+           "loadavg_at_start": os.getloadavg(), "runs": []}
+    for r in range(args.repeat):
+        for name in args.configs.split(","):
+            res = measure(CONFIGS[name], args, plugin, logdir)
+            res["round"] = r
+            out["runs"].append(res)
+            print("%-28s private %.2f MB/worker  PSS %.0f MB  %s" % (
+                name, res["private_mb_per_worker"], res["pss_total_mb"], res["private_mb_per_worker_by_mapping"]),
+                flush=True)
+    out["loadavg_at_end"] = os.getloadavg()
+    path = run.BENCH / "results" / ("django-cow-%s-%s%s.json" % (stamp, codename, "-" + args.label if args.label else ""))
+    path.write_text(json.dumps(out, indent=1))
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
