@@ -30,6 +30,9 @@ CONFIGS = {c.name: c for c in [
     Config("cowguard-immortalize-false", cowguard=True, uwsgi_args=("--cowguard-immortalize", "false")),
     Config("cowguard-replay", cowguard=True,
            uwsgi_args=("--cowguard-warmup-requests", str(run.BENCH / "wrk" / "django_urls.txt"))),
+    Config("cowguard-replay-2", cowguard=True,
+           uwsgi_args=("--cowguard-warmup-requests", str(run.BENCH / "wrk" / "django_urls.txt"),
+                       "--cowguard-warmup-rounds", "2")),
 ]}
 
 
@@ -65,6 +68,38 @@ def smaps_classes(pid):
     return out, [{"class": c, "name": n, "range": r, "private_kb": k} for c, n, r, k in top]
 
 
+def heap_range(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                lo, hi = line.split()[0].split("-")
+                return int(lo, 16), int(hi, 16)
+    return None
+
+
+def exclusive_pages(pid, lo, hi):
+    """Pages of [lo, hi) present and mapped by this process only (pagemap bits 63 and 56)."""
+    n = 0
+    with open("/proc/%d/pagemap" % pid, "rb") as f:
+        f.seek(lo // 4096 * 8)
+        data = f.read((hi - lo) // 4096 * 8)
+    for i in range(0, len(data), 8):
+        e = int.from_bytes(data[i:i + 8], "little")
+        if e >> 63 & 1 and e >> 56 & 1:
+            n += 1
+    return n
+
+
+def heap_split(master, pid):
+    """A worker's private [heap] pages: within the master's heap as it was at the fork (copied) and
+    beyond it (grown since), in MB."""
+    m, w = heap_range(master), heap_range(pid)
+    if not m or not w:
+        return None
+    return {"copied_mb": exclusive_pages(pid, w[0], min(m[1], w[1])) * 4096 / 1048576.0,
+            "grown_mb": exclusive_pages(pid, m[1], w[1]) * 4096 / 1048576.0 if w[1] > m[1] else 0.0}
+
+
 def measure(config, args, plugin, logdir):
     app = "django"
     a = run.APPS[app]
@@ -89,6 +124,9 @@ def measure(config, args, plugin, logdir):
             tops[p] = top
             for k, v in c.items():
                 classes[k] = classes.get(k, 0) + v / 1024.0 / len(pids)
+        splits = [heap_split(u.pid, p) for p in pids]
+        splits = [x for x in splits if x]
+        res["heap_private_mb_per_worker"] = {k: round(mean(x[k] for x in splits), 2) for k in ("copied_mb", "grown_mb")} if splits else None
         res.update({
             "requests": w["requests"], "rps": w["rps"], "non_2xx": w["non_2xx"],
             "private_mb_per_worker": mean(v["private"] for v in end.values()),
@@ -129,8 +167,9 @@ def main(argv=None):
             res = measure(CONFIGS[name], args, plugin, logdir)
             res["round"] = r
             out["runs"].append(res)
-            print("%-28s private %.2f MB/worker  PSS %.0f MB  %s" % (
-                name, res["private_mb_per_worker"], res["pss_total_mb"], res["private_mb_per_worker_by_mapping"]),
+            print("%-28s private %.2f MB/worker  PSS %.0f MB  %s heap %s" % (
+                name, res["private_mb_per_worker"], res["pss_total_mb"], res["private_mb_per_worker_by_mapping"],
+                res["heap_private_mb_per_worker"]),
                 flush=True)
     out["loadavg_at_end"] = os.getloadavg()
     path = run.BENCH / "results" / ("django-cow-%s-%s%s.json" % (stamp, codename, "-" + args.label if args.label else ""))
