@@ -4,7 +4,8 @@ prewarm then load on the bench's Django project (run.main_phase's load), then pe
 kB of each mapping class from /proc/PID/smaps (heap, anonymous, libpython data, .so data, stack, other)
 and cowguard's copy-on-write report.
 
-  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/django_cow.py [--configs a,b] [--load-s 10]
+  COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so [COWGUARD_PLUGIN_BEFORE=...] /usr/bin/python3 bench/django_cow.py \
+      [--configs a,b] [--load-s 10] [--repeat N]
 Writes bench/results/django-cow-<stamp>-<codename>.json and prints a table.
 """
 import argparse
@@ -25,6 +26,8 @@ CONFIGS = {c.name: c for c in [
     Config("stock"),
     Config("app-freeze", recipe="app-freeze"),
     Config("cowguard", cowguard=True),
+    # the plugin named by COWGUARD_PLUGIN_BEFORE (an earlier build), defaults
+    Config("cowguard-before", cowguard=True),
     Config("cowguard-no-collect", cowguard=True, uwsgi_args=("--cowguard-collect-before-freeze", "false")),
     Config("cowguard-no-fill", cowguard=True, uwsgi_args=("--cowguard-fill-holes", "false")),
     Config("cowguard-immortalize-false", cowguard=True, uwsgi_args=("--cowguard-immortalize", "false")),
@@ -102,6 +105,8 @@ def heap_split(master, pid):
 
 def measure(config, args, plugin, logdir):
     app = "django"
+    if config.name == "cowguard-before":
+        plugin = os.environ["COWGUARD_PLUGIN_BEFORE"]
     a = run.APPS[app]
     cow_dir = None
     if config.cowguard:
@@ -151,6 +156,9 @@ def main(argv=None):
     ap.add_argument("--load-s", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=1, help="alternations of the whole configuration list")
     ap.add_argument("--label", default="")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="then interleaved throughput (run.throughput_rounds): app-freeze and cowguard, ROUNDS rounds")
+    ap.add_argument("--round-s", type=int, default=4)
     args = ap.parse_args(argv)
     plugin = os.environ.get("COWGUARD_PLUGIN", "")
     run.ensure_django_db()
@@ -171,6 +179,14 @@ def main(argv=None):
                 name, res["private_mb_per_worker"], res["pss_total_mb"], res["private_mb_per_worker_by_mapping"],
                 res["heap_private_mb_per_worker"]),
                 flush=True)
+    if args.rounds:
+        tp = run.throughput_rounds("django", [CONFIGS["app-freeze"], CONFIGS["cowguard"]], args.workers, plugin,
+                                   logdir, args.rounds, args.round_s)
+        out["throughput"] = tp
+        for name, t in tp.items():
+            print("%-28s req/s median %.1f (%.1f..%.1f), CPU ms/request %s, foreign CPU max %.0f%%" % (
+                name, t["rps_median"], t["rps_min"], t["rps_max"], t["cpu_ms_per_request_median"],
+                t["foreign_cpu_pct_max"]), flush=True)
     out["loadavg_at_end"] = os.getloadavg()
     path = run.BENCH / "results" / ("django-cow-%s-%s%s.json" % (stamp, codename, "-" + args.label if args.label else ""))
     path.write_text(json.dumps(out, indent=1))

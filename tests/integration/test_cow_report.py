@@ -49,6 +49,10 @@ def check_shape(doc):
         assert set(sp) == {"shared", "private"}, (kind, sp)
     assert "python_objects" in doc["mappings"], doc["mappings"]
     assert all("type" in t for t in f["by_type"]) and all("module" in m for m in f["by_module"])
+    # the code objects of the frozen functions: every app here has functions made at import
+    c = doc["code"]
+    assert FROZEN_KEYS - {"by_type", "by_module"} == set(c), c
+    assert c["objects"] > 100 and c["objects"] == c["private_objects"] + c["shared_objects"] + c["unknown_objects"], c
 
 
 # ---- what the report says ----------------------------------------------------------------------
