@@ -30,6 +30,7 @@ CONFIGS = {c.name: c for c in [
     Config("cowguard-before", cowguard=True),
     Config("cowguard-no-collect", cowguard=True, uwsgi_args=("--cowguard-collect-before-freeze", "false")),
     Config("cowguard-no-fill", cowguard=True, uwsgi_args=("--cowguard-fill-holes", "false")),
+    Config("cowguard-between-100", cowguard=True, uwsgi_args=("--cowguard-gc-between", "100")),
     Config("cowguard-immortalize-false", cowguard=True, uwsgi_args=("--cowguard-immortalize", "false")),
     Config("cowguard-replay", cowguard=True,
            uwsgi_args=("--cowguard-warmup-requests", str(run.BENCH / "wrk" / "django_urls.txt"))),
