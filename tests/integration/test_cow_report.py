@@ -205,7 +205,10 @@ def test_walk_writes_no_frozen_object(uwsgi):
     assert sum(growth) <= 2 * PAGE * len(growth), growth
     assert statistics.median(growth) <= PAGE, growth
     assert len(set(cow)) == 1, cow
-    assert total[-1] - total[0] < 100, total
+    # Frozen objects newly on copied pages: only those on the pages the requests' own allocations
+    # copied (a 4 KB page holds up to ~75 small objects; the report is bigger since it has its
+    # code section), never the walked ones.
+    assert total[-1] - total[0] < 100 * (1 + sum(growth) // PAGE), (total, growth)
 
 
 # ---- the files ---------------------------------------------------------------------------------
