@@ -48,7 +48,6 @@ struct Context {
     gc::FreezeResult freeze;
     uint64_t immortal_objects = 0;  // cowguard-immortalize: objects made immortal after the freeze
     double immortalize_ms = 0;
-    uint64_t version_tags = 0;      // and type version tags assigned with it
     holes::Result holes;            // cowguard-fill-holes, in the master: pymalloc's pools
     holes::HeapResult heap_holes;   // and glibc malloc's free chunks
     double warmup_ms = 0;

@@ -38,7 +38,6 @@ namespace cowguard::immortal {
 struct Result {
     uint64_t objects = 0;    // made immortal here: frozen + untracked
     uint64_t frozen = 0;     // of those, in the permanent generation
-    uint64_t version_tags = 0;  // frozen types given their version tag here (a worker would write it on first use)
     double ms = 0;
 };
 

@@ -57,24 +57,9 @@ void walk_referents(PyObject* op, Walk& w) {
     }
 }
 
-// A type's version tag is assigned the first time the method cache or the specializer looks it
-// up: in a worker, a write into the type object's page. PyUnstable_Type_AssignVersionTag (public,
-// 3.12+) does it here; 0 when the type cannot have one (modified too often, or not ready).
-void assign_version_tag(PyObject* op, Walk& w) {
-#if PY_VERSION_HEX >= 0x030C0000
-    if (PyType_Check(op) && !reinterpret_cast<PyTypeObject*>(op)->tp_version_tag &&
-        PyUnstable_Type_AssignVersionTag(reinterpret_cast<PyTypeObject*>(op)))
-        w.r.version_tags++;
-#else
-    (void)op;
-    (void)w;
-#endif
-}
-
 void visit_frozen(void* ctx, PyObject* op) {
     Walk& w = *static_cast<Walk*>(ctx);
     if (w.kept_mortal(op)) return;
-    assign_version_tag(op, w);
     if (cowguard_make_immortal(op)) {
         w.r.objects++;
         w.r.frozen++;

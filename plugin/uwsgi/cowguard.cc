@@ -400,9 +400,8 @@ std::vector<PyObject*> uwsgi_reused_objects() {
 void log_policy(const char* where) {
     char immortal[160];
     if (g_ctx.immortalize.run)
-        snprintf(immortal, sizeof(immortal), "immortalized %llu objects in %.1f ms, assigned %llu type version tags",
-                 static_cast<unsigned long long>(g_ctx.immortal_objects), g_ctx.immortalize_ms,
-                 static_cast<unsigned long long>(g_ctx.version_tags));
+        snprintf(immortal, sizeof(immortal), "immortalized %llu objects in %.1f ms",
+                 static_cast<unsigned long long>(g_ctx.immortal_objects), g_ctx.immortalize_ms);
     else
         snprintf(immortal, sizeof(immortal), "immortalize %s", g_ctx.immortalize.why.c_str());
     char holes[320] = "";
@@ -505,7 +504,6 @@ void cowguard_post_app(void) {
     if (g_ctx.immortalize.run) {
         immortal::Result im = immortal::immortalize_all(g_ctx.interps, uwsgi_reused_objects());
         g_ctx.immortal_objects = im.objects;
-        g_ctx.version_tags = im.version_tags;
         g_ctx.immortalize_ms = im.ms;
     }
     if (in_worker) {
