@@ -30,7 +30,10 @@ std::vector<size_t> hole_sizes(size_t max_size, size_t min_size);
 
 // For each size, largest first, allocates until an allocation comes from the top (every free chunk
 // that size fits in is taken; what a split leaves is a smaller free chunk, for the next sizes), or
-// max_blocks are taken in all. Every pointer allocated is appended to `held`: never to be freed.
-HeapFill fill_heap(HeapAllocator& a, const std::vector<size_t>& sizes, uint64_t max_blocks, std::vector<void*>& held);
+// max_blocks are taken in all, or taking one more of this size would pass max_bytes (the free bytes
+// the allocator reports: a heap whose top is misjudged costs at most that). Every pointer allocated
+// is appended to `held`: never to be freed.
+HeapFill fill_heap(HeapAllocator& a, const std::vector<size_t>& sizes, uint64_t max_blocks, uint64_t max_bytes,
+                   std::vector<void*>& held);
 
 }  // namespace cowguard::holes

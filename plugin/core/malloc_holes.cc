@@ -11,10 +11,11 @@ std::vector<size_t> hole_sizes(size_t max_size, size_t min_size) {
     return out;
 }
 
-HeapFill fill_heap(HeapAllocator& a, const std::vector<size_t>& sizes, uint64_t max_blocks, std::vector<void*>& held) {
+HeapFill fill_heap(HeapAllocator& a, const std::vector<size_t>& sizes, uint64_t max_blocks, uint64_t max_bytes,
+                   std::vector<void*>& held) {
     HeapFill r;
     for (size_t size : sizes) {
-        while (r.blocks < max_blocks) {
+        while (r.blocks < max_blocks && r.bytes + size <= max_bytes) {
             void* p = a.allocate(size);
             if (!p) return r;
             held.push_back(p);

@@ -41,6 +41,7 @@ public:
         return !hole;
     }
     uint64_t free_chunks() const { return free_chunks_; }
+    uint64_t free_bytes() const { return free_bytes_; }
 
 private:
     void bounds() {
@@ -49,9 +50,10 @@ private:
         lo_ = brk_end - mi.arena;
         top_ = brk_end - mi.keepcost;
         free_chunks_ = mi.ordblks + mi.smblks;
+        free_bytes_ = mi.fordblks > mi.keepcost ? mi.fordblks - mi.keepcost : 0;  // free, not counting the top
     }
     uintptr_t lo_ = 0, top_ = 0;
-    uint64_t free_chunks_ = 0;
+    uint64_t free_chunks_ = 0, free_bytes_ = 0;
 };
 #endif
 
@@ -70,7 +72,7 @@ HeapResult fill_heap() {
     // every free chunk splits into at most one block per size
     uint64_t max_blocks = (heap.free_chunks() + 1) * sizes.size();
     g_heap_held.reserve(max_blocks + sizes.size());
-    HeapFill f = holes::fill_heap(heap, sizes, max_blocks, g_heap_held);
+    HeapFill f = holes::fill_heap(heap, sizes, max_blocks, heap.free_bytes(), g_heap_held);
     r.blocks = f.blocks;
     r.bytes = f.bytes;
     r.ms = mono_ms() - t0;

@@ -77,7 +77,7 @@ START_TEST(every_free_chunk_is_taken_down_to_the_smallest_size) {
     // under 16 bytes
     SimHeap h({{0x1000, 3000}, {0x10000, 100}, {0x20000, 70 * 1024}}, 0x100000);
     std::vector<void*> held;
-    HeapFill f = fill_heap(h, hole_sizes(64 * 1024, 16), 100000, held);
+    HeapFill f = fill_heap(h, hole_sizes(64 * 1024, 16), 100000, 1 << 30, held);
     ck_assert_uint_lt(h.free_bytes(), 16 * 3);  // at most one remainder under 16 per chunk
     ck_assert_uint_eq(f.bytes + h.free_bytes(), 3000 + 100 + 70 * 1024);
     ck_assert_uint_eq(f.from_top, 13);  // one per size, none more
@@ -88,7 +88,7 @@ END_TEST
 START_TEST(no_free_chunk_takes_one_block_per_size_from_the_top) {
     SimHeap h({}, 0x100000);
     std::vector<void*> held;
-    HeapFill f = fill_heap(h, hole_sizes(1024, 16), 100000, held);
+    HeapFill f = fill_heap(h, hole_sizes(1024, 16), 100000, 1 << 30, held);
     ck_assert_uint_eq(f.blocks, 0);
     ck_assert_uint_eq(f.bytes, 0);
     ck_assert_uint_eq(f.from_top, 7);
@@ -99,17 +99,33 @@ END_TEST
 START_TEST(bounded_and_stops_on_failure) {
     SimHeap h({{0x1000, 1 << 20}}, 0x1000000);
     std::vector<void*> held;
-    HeapFill f = fill_heap(h, hole_sizes(16, 16), 100, held);
+    HeapFill f = fill_heap(h, hole_sizes(16, 16), 100, 1 << 30, held);
     ck_assert_uint_eq(f.blocks, 100);
     SimHeap g({{0x1000, 1 << 20}}, 0x1000000);
     g.fail_after = 5;
     std::vector<void*> held2;
-    f = fill_heap(g, hole_sizes(1024, 16), 100000, held2);
+    f = fill_heap(g, hole_sizes(1024, 16), 100000, 1 << 30, held2);
     ck_assert_uint_eq(f.blocks, 5);
     ck_assert_uint_eq(held2.size(), 5);
     std::vector<void*> held3;
-    f = fill_heap(g, {}, 100000, held3);  // no sizes: nothing
+    f = fill_heap(g, {}, 100000, 1 << 30, held3);  // no sizes: nothing
     ck_assert_uint_eq(f.blocks + f.from_top, 0);
+}
+END_TEST
+
+START_TEST(bounded_by_the_free_bytes_reported) {
+    // A heap whose top is misjudged (every block looks like a hole): at most max_bytes are taken.
+    class Blind : public SimHeap {
+    public:
+        Blind() : SimHeap({}, 0x100000) {}
+        bool from_top(void*) override { return false; }
+    } h;
+    std::vector<void*> held;
+    HeapFill f = fill_heap(h, hole_sizes(64 * 1024, 16), 1000000, 100000, held);
+    ck_assert_uint_le(f.bytes, 100000);
+    ck_assert_uint_ge(f.bytes, 100000 - 16);  // every size down to 16 filled what was left
+    f = fill_heap(h, hole_sizes(64 * 1024, 16), 1000000, 0, held);
+    ck_assert_uint_eq(f.blocks, 0);
 }
 END_TEST
 
@@ -121,6 +137,7 @@ int main() {
     tcase_add_test(tc, every_free_chunk_is_taken_down_to_the_smallest_size);
     tcase_add_test(tc, no_free_chunk_takes_one_block_per_size_from_the_top);
     tcase_add_test(tc, bounded_and_stops_on_failure);
+    tcase_add_test(tc, bounded_by_the_free_bytes_reported);
     suite_add_tcase(suite, tc);
     return run_suite(suite);
 }
