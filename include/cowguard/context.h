@@ -48,7 +48,8 @@ struct Context {
     gc::FreezeFigures freeze;
     uint64_t immortal_objects = 0;  // cowguard-immortalize: objects made immortal after the freeze
     double immortalize_ms = 0;
-    holes::Filled holes;            // cowguard-fill-holes, in the master
+    holes::Filled holes;            // cowguard-fill-holes, in the master: pymalloc's pools
+    holes::HeapFilled heap_holes;   // and glibc malloc's free chunks
     double warmup_ms = 0;
     // Python threads alive in the master's main interpreter at the last count before the fork
     // (the counting thread included), and the process that counted them.

@@ -29,6 +29,7 @@ struct Report {
     double ms = 0;
     std::map<std::string, std::pair<uint64_t, uint64_t>> mappings;  // kind -> (shared, private) bytes
     Counts frozen;
+    Counts code;  // the code objects of frozen functions (also in by_type as "code", not in frozen)
     std::vector<std::pair<std::string, Counts>> by_type;    // sorted by private bytes, descending
     std::vector<std::pair<std::string, Counts>> by_module;  // functions and classes
     std::optional<std::string> error;  // the report could not be made: why

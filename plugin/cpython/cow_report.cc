@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "cowguard/frozen_walk.h"
 #include "cowguard/procfs.h"
@@ -58,6 +59,8 @@ struct WalkState {
     std::unordered_map<PyTypeObject*, Counts> by_type;
     std::unordered_map<std::string, Counts> by_module;
     Counts total;
+    Counts code;                            // code objects of frozen functions (untracked: not in total)
+    std::unordered_set<PyObject*> code_seen;  // a code object shared by several functions counts once
     size_t header;
     PyObject* module_key;
 };
@@ -83,28 +86,46 @@ std::string peek_ascii(PyObject* s) {
     return std::string(static_cast<const char*>(PyUnicode_DATA(s)), static_cast<size_t>(PyUnicode_GET_LENGTH(s)));
 }
 
-void visit(void* ctx, PyObject* op) {
-    auto* st = static_cast<WalkState*>(ctx);
+// Size (with `header` bytes before the object) and page status of an object: an object spanning
+// pages counts as copied if any of its pages was.
+std::pair<uint64_t, int> place(WalkState* st, PyObject* op, size_t header) {
     PyTypeObject* tp = Py_TYPE(op);
     uint64_t size = static_cast<uint64_t>(tp->tp_basicsize);
     if (tp->tp_itemsize) {
         Py_ssize_t n = Py_SIZE(op);
         size += static_cast<uint64_t>(n < 0 ? -n : n) * static_cast<uint64_t>(tp->tp_itemsize);
     }
-    size += st->header;
-    uint64_t start = reinterpret_cast<uint64_t>(op) - st->header;
+    size += header;
+    uint64_t start = reinterpret_cast<uint64_t>(op) - header;
     int status = st->pagemap.status(start / kPage);
-    // An object spanning pages counts as copied if any of its pages was.
     for (uint64_t p = start / kPage + 1; status != 1 && p <= (start + size - 1) / kPage; p++)
         if (st->pagemap.status(p) == 1) status = 1;
-    add(st->total, size, status);
-    add(st->by_type[tp], size, status);
     int vi = find_vma(*st->vmas, start);
     if (vi >= 0) st->vma_has_objects[static_cast<size_t>(vi)] = true;
+    return {size, status};
+}
+
+// A frozen function's code object: not GC-tracked, so not in the frozen list, but its bytecode is
+// where 3.11+ writes specialization caches and counters as the function runs.
+void visit_code(WalkState* st, PyObject* fn) {
+    PyObject* code = PyFunction_GET_CODE(fn);
+    if (!code || !st->code_seen.insert(code).second) return;
+    auto [size, status] = place(st, code, 0);
+    add(st->code, size, status);
+    add(st->by_type[Py_TYPE(code)], size, status);
+}
+
+void visit(void* ctx, PyObject* op) {
+    auto* st = static_cast<WalkState*>(ctx);
+    PyTypeObject* tp = Py_TYPE(op);
+    auto [size, status] = place(st, op, st->header);
+    add(st->total, size, status);
+    add(st->by_type[tp], size, status);
 
     // Per module, for functions and classes.
     if (PyFunction_Check(op)) {
         add(st->by_module[peek_ascii(reinterpret_cast<PyFunctionObject*>(op)->func_module)], size, status);
+        visit_code(st, op);
     } else if (PyType_Check(op)) {
         auto* t = reinterpret_cast<PyTypeObject*>(op);
         PyObject* mod = nullptr;
@@ -174,6 +195,7 @@ Report build() {
         slot.second += vmas[i].private_;
     }
     r.frozen = st.total;
+    r.code = st.code;
     r.by_type = ranked(st.by_type, [](PyTypeObject* t) { return std::string(t->tp_name); });
     r.by_module = ranked(st.by_module, [](const std::string& s) { return s; });
     r.ms = mono_ms() - t0;
@@ -204,6 +226,7 @@ std::string to_json(const Report& r, int worker_id, size_t top) {
     json_object_set_new(frozen, "by_type", list(r.by_type, "type"));
     json_object_set_new(frozen, "by_module", list(r.by_module, "module"));
     json_object_set_new(doc, "frozen", frozen);
+    json_object_set_new(doc, "code", counts_json(r.code));
     char* s = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     std::string out = s ? s : "{}";
     free(s);
@@ -219,6 +242,8 @@ std::string summary(const Report& r, size_t top) {
     for (size_t i = 0; i < r.by_type.size() && i < top; i++)
         s += (i ? ", " : " ") + r.by_type[i].first + " " + std::to_string(r.by_type[i].second.private_objects) + " (" +
              mb_text(r.by_type[i].second.private_bytes) + ")";
+    s += "; code objects of frozen functions on copied pages: " + std::to_string(r.code.private_objects) + " (" +
+         mb_text(r.code.private_bytes) + ") of " + std::to_string(r.code.objects);
     auto it = r.mappings.find("python_objects");
     if (it != r.mappings.end()) s += "; python object mappings " + mb_text(it->second.second) + " private / " + mb_text(it->second.first) + " shared";
     s += "; took " + std::to_string(static_cast<int>(r.ms)) + " ms";

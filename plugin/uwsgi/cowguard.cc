@@ -405,12 +405,21 @@ void log_policy(const char* where) {
                  static_cast<unsigned long long>(g_ctx.immortal_objects), g_ctx.immortalize_ms);
     else
         snprintf(immortal, sizeof(immortal), "immortalize %s", g_ctx.immortalize.why.c_str());
-    char holes[160] = "";
+    char holes[320] = "";
     if (g_ctx.fill_holes && g_ctx.holes.skipped.empty())
         snprintf(holes, sizeof(holes), ", filled %llu pymalloc holes (%.1f MB) in %.1f ms",
                  static_cast<unsigned long long>(g_ctx.holes.blocks), g_ctx.holes.bytes / 1048576.0, g_ctx.holes.ms);
     else if (g_ctx.fill_holes)
         snprintf(holes, sizeof(holes), ", holes not filled: %s", g_ctx.holes.skipped.c_str());
+    if (g_ctx.fill_holes) {
+        const holes::HeapFilled& h = g_ctx.heap_holes;
+        size_t n = strlen(holes);
+        if (h.skipped.empty())
+            snprintf(holes + n, sizeof(holes) - n, ", filled %llu malloc holes (%.1f MB) in %.1f ms",
+                     static_cast<unsigned long long>(h.blocks), h.bytes / 1048576.0, h.ms);
+        else
+            snprintf(holes + n, sizeof(holes) - n, ", malloc holes not filled: %s", h.skipped.c_str());
+    }
     log_line("%s: froze %llu objects in %.1f ms (%d interpreter%s, %llu freed by the collection), %s%s; "
              "workers: gc %s, guard %s, fast exit %s",
              where, static_cast<unsigned long long>(g_ctx.freeze.frozen), g_ctx.freeze.ms, g_ctx.freeze.interpreters,
@@ -505,7 +514,10 @@ void cowguard_post_app(void) {
         gc::apply_worker_policy(g_ctx, static_cast<int64_t>(g_ctx.freeze.frozen));
         if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
     } else {
-        if (g_ctx.fill_holes) g_ctx.holes = holes::fill();  // last before the fork: nothing allocates after it
+        if (g_ctx.fill_holes) {  // last before the fork: nothing allocates after it
+            g_ctx.holes = holes::fill();
+            g_ctx.heap_holes = holes::fill_heap();
+        }
         // Without a master, this process is worker 1 itself (and forks any other workers).
         log_policy(uwsgi.master_process ? "master" : "no master, before the workers start");
         if (g_ctx.settings.trim) trim_heap();

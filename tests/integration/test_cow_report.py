@@ -49,6 +49,10 @@ def check_shape(doc):
         assert set(sp) == {"shared", "private"}, (kind, sp)
     assert "python_objects" in doc["mappings"], doc["mappings"]
     assert all("type" in t for t in f["by_type"]) and all("module" in m for m in f["by_module"])
+    # the code objects of the frozen functions: every app here has functions made at import
+    c = doc["code"]
+    assert FROZEN_KEYS - {"by_type", "by_module"} == set(c), c
+    assert c["objects"] > 100 and c["objects"] == c["private_objects"] + c["shared_objects"] + c["unknown_objects"], c
 
 
 # ---- what the report says ----------------------------------------------------------------------
@@ -201,7 +205,10 @@ def test_walk_writes_no_frozen_object(uwsgi):
     assert sum(growth) <= 2 * PAGE * len(growth), growth
     assert statistics.median(growth) <= PAGE, growth
     assert len(set(cow)) == 1, cow
-    assert total[-1] - total[0] < 100, total
+    # Frozen objects newly on copied pages: only those on the pages the requests' own allocations
+    # copied (a 4 KB page holds up to ~75 small objects; the report is bigger since it has its
+    # code section), never the walked ones.
+    assert total[-1] - total[0] < 100 * (1 + sum(growth) // PAGE), (total, growth)
 
 
 # ---- the files ---------------------------------------------------------------------------------
