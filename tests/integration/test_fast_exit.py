@@ -45,10 +45,6 @@ def traced_pids(out, suffix="log"):
 
 
 
-def stop_idle(u, sig=signal.SIGTERM, timeout=30):
-    return u.stop_idle(sig, timeout)
-
-
 def assert_handlers_ran(u, out, pids):
     for pid in pids:
         assert trace(out, pid) == HANDLERS, f"pid {pid}:\n{u.log()}"
@@ -63,7 +59,7 @@ def test_stop_runs_handlers_in_every_worker(uwsgi, tmp_path, sig, extra):
     out = out_dir(tmp_path)
     u = uwsgi(handlers_app(out, workers=3) + extra).wait_ready()
     pids = list(u.every_worker("/", 3))
-    assert stop_idle(u, sig) == 0
+    assert u.stop_idle(sig) == 0
     assert_handlers_ran(u, out, pids)
     assert traced_pids(out) == sorted(pids)
     log = u.log()
@@ -87,7 +83,7 @@ def test_graceful_reload_runs_handlers_in_every_worker(uwsgi, tmp_path):
     assert u.proc.pid == master and u.proc.poll() is None, "a reload keeps the master"
     assert_handlers_ran(u, out, old)
     assert all(trace(out, pid) == [] for pid in new), "the new workers are still running"
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
     assert_handlers_ran(u, out, old | new)
     assert not [b for b in BAD_EXIT if b in u.log()], u.log()
 
@@ -106,7 +102,7 @@ def test_max_requests_respawn_runs_handlers(uwsgi, tmp_path):
         assert f"...The work of process {pid} is done. Seeya!" in log
         assert f"worker 1 killed successfully (pid: {pid})" in log
     assert_handlers_ran(u, out, retired)
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
 
 
 def test_mule_runs_its_handlers_on_stop(uwsgi, tmp_path):
@@ -116,7 +112,7 @@ def test_mule_runs_its_handlers_on_stop(uwsgi, tmp_path):
     wait_for(lambda: (out / "mule.pid").exists(), 15, "the mule did not start", u.log)
     mule = int((out / "mule.pid").read_text())
     assert mule in u.worker_pids()
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
     # The mule's own handlers (registered last, so run first), then the app's it inherited.
     assert trace(out, mule) == ["mule-uwsgi.atexit", "mule-atexit"] + HANDLERS[1:], u.log()
     assert_handlers_ran(u, out, workers)
@@ -155,7 +151,7 @@ def test_handler_exception_and_prints_reach_the_log(uwsgi, tmp_path):
     out = out_dir(tmp_path)
     u = uwsgi(handlers_app(out)).wait_ready()
     pids = list(u.every_worker("/", 2))
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
     log = u.log()
     # "callback: <function broken ...>" up to 3.12, "callback <function broken ...>:" from 3.13.
     assert len(re.findall(r"Exception ignored in atexit callback:? <function broken at ", log)) == 2, log
@@ -184,7 +180,7 @@ def test_no_interpreter_teardown(uwsgi, tmp_path, config):
         args += ["--cowguard-fast-exit", "false", "--cowguard-immortalize", "true"]
     u = uwsgi(args, cowguard=config != "stock").wait_ready()
     pids = list(u.every_worker("/", 2))
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
     assert_handlers_ran(u, out, pids)
     if config in ("cowguard", "fast-exit-false-immortal"):
         assert traced_pids(out, "del") == [], "a fork-time object's __del__ ran in a worker"
@@ -242,7 +238,7 @@ def test_many_max_requests_respawns_are_normal(uwsgi, tmp_path, cowguard):
     assert sum(w["respawn_count"] for w in doc["workers"]) == workers + len(gone), doc["workers"]
     assert sum(w["requests"] for w in doc["workers"]) == sent
     assert_handlers_ran(u, out, gone)
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
 
 
 def master_lines(log):
@@ -287,7 +283,7 @@ def test_skip_atexit_runs_no_python_handler_on_stop(uwsgi, tmp_path, cowguard):
     out = out_dir(tmp_path)
     u = uwsgi(handlers_app(out) + ["--skip-atexit"], cowguard=cowguard).wait_ready()
     u.every_worker("/", 2)
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
     assert traced_pids(out) == [] and traced_pids(out, "del") == [], u.log()
     assert "exit-print" not in u.log()
 
@@ -304,7 +300,7 @@ def test_skip_atexit_runs_no_python_handler_on_max_requests(uwsgi, tmp_path):
     assert len(retired) == 2
     assert traced_pids(out) == [] and traced_pids(out, "del") == [], u.log()
     assert not [b for b in BAD_EXIT if b in u.log()], u.log()
-    assert stop_idle(u) == 0
+    assert u.stop_idle() == 0
 
 
 # ---- non-daemon threads -------------------------------------------------------------------------------
@@ -325,7 +321,7 @@ def test_exit_waits_for_non_daemon_thread(uwsgi, tmp_path, cowguard):
     u = uwsgi(thread_app(out), cowguard=cowguard).wait_ready()
     t0 = time.monotonic()
     pid = u.get_json("/timed")["pid"]  # the thread ends 1 s from now
-    assert stop_idle(u, timeout=20) == 0
+    assert u.stop_idle(timeout=20) == 0
     elapsed = time.monotonic() - t0
     lines = trace(out, pid)
     assert "thread-done" in lines and "atexit: timed thread done" in lines, u.log()
@@ -345,7 +341,7 @@ def test_uwsgi_atexit_can_stop_a_non_daemon_thread(uwsgi, tmp_path, cowguard):
     u = uwsgi(thread_app(out) + ["--worker-reload-mercy", 3], cowguard=cowguard).wait_ready()
     pid = u.get_json("/until-uwsgi-atexit")["pid"]
     t0 = time.monotonic()
-    assert stop_idle(u, timeout=20) == 0
+    assert u.stop_idle(timeout=20) == 0
     elapsed = time.monotonic() - t0
     assert "NO MERCY" not in u.log(), f"the worker hung until the master killed it:\n{u.log()}"
     lines = trace(out, pid)
