@@ -92,11 +92,21 @@ def wait_group_gone(pgid, timeout=10.0):
     return False
 
 
+_PORTS_GIVEN = set()  # every port free_port() returned in this process
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 nothing listens on right now, never one this process was given before.
+
+    The kernel hands a just-closed port out again: two calls before uWSGI binds the first one can
+    return the same port (CI saw uWSGI's stats server collide with its own http socket)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 # ---------------------------------------------------------------- /proc readers
