@@ -5,7 +5,9 @@
 #pragma once
 
 #include <Python.h>
+#include <signal.h>
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -13,7 +15,10 @@
 #include "cowguard/gc_control.h"
 #include "cowguard/options.h"
 #include "cowguard/process_role.h"
+#include "cowguard/warmup.h"
 #include "cowguard/worker_slot.h"
+
+struct uwsgi_plugin;  // uWSGI's (uwsgi.h)
 
 namespace cowguard {
 
@@ -23,7 +28,22 @@ struct MasterStats;  // master_stats.cc: the master's sampler, servers and metri
 
 using LogFn = void (*)(const char* fmt, ...);
 
+// uWSGI's python plugin, and the hooks of it that cowguard wraps as they were before (the
+// wrappers in cowguard.cc call them).
+struct PythonPlugin {
+    struct uwsgi_plugin* plugin = nullptr;
+    int modifier = -1;  // its index in uWSGI's plugin table (its modifier1)
+    void (*post_fork)() = nullptr;
+    void (*fixup)() = nullptr;
+    void (*pre_uwsgi_fork)() = nullptr;
+    void (*post_uwsgi_fork)(int in_child) = nullptr;
+    int (*worker)() = nullptr;
+    void (*atexit)() = nullptr;
+    int (*mount_app)(char* mountpoint, char* app) = nullptr;
+};
+
 struct Context {
+    RawOptions raw_options;  // every cowguard option as written, in order; build_settings reads them at init
     Settings settings;
     bool active = false;  // cowguard = true and the startup checks passed
     LogFn log = nullptr;  // one `[cowguard] ...` line in uWSGI's log
@@ -39,7 +59,7 @@ struct Context {
     // those uWSGI made for this process's apps, main first.
     PyThreadState* main_thread = nullptr;
     std::vector<PyThreadState*> interps;
-    int python_modifier = -1;  // the python plugin's modifier1 (its index in uWSGI's plugin table)
+    PythonPlugin python;
 
     // What was decided at init, and what happened before the fork (in the master; in each worker
     // with lazy-apps).
@@ -50,6 +70,8 @@ struct Context {
     double immortalize_ms = 0;
     holes::Filled holes;            // cowguard-fill-holes, in the master: pymalloc's pools
     holes::HeapFilled heap_holes;   // and glibc malloc's free chunks
+    holes::HeldBlocks held_blocks;  // what the fills took: kept for the process's lifetime
+    std::vector<warmup::RequestFile> warmup_files;  // cowguard-warmup-requests, parsed at init, in the order given
     double warmup_ms = 0;
     // Python threads alive in the master's main interpreter at the last count before the fork
     // (the counting thread included), and the process that counted them.
@@ -57,6 +79,12 @@ struct Context {
     int threads_counted_in = 0;
 
     gc::ProcessState gc;                   // gc_control.cc's own state
+    // A new worker holds its stop signals from the fork until uWSGI has installed its handlers
+    // (cowguard.cc): the forking thread's mask, restored in the master after the fork.
+    sigset_t mask_before_fork{};
+    bool stop_signals_held = false;
+    // With threads > 1 one core thread collects after its request; the others go back to accept().
+    std::atomic<bool> between_collecting{false};
     glue::MasterStats* master = nullptr;   // the master only; never freed (forked processes hold copies)
 
     WorkerSlot* slot_of(ProcessId p) const {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,8 +31,15 @@ struct Filled {
     std::string skipped;  // why nothing was taken, when so
 };
 
+// The blocks the fills take: never freed (a freed block would be a hole again), so they stay
+// reachable here for the process's lifetime (in the Context).
+struct HeldBlocks {
+    std::vector<void*> pymalloc;
+    std::vector<void*> heap;  // fill_heap()'s, apart: growing `pymalloc` would free its old buffer (a hole)
+};
+
 // In the master, GIL held, right before the fork: one call that runs no Python code.
-Filled fill();
+Filled fill(HeldBlocks& held);
 
 // glibc malloc's free chunks below its top chunk, after fill() (whose own list is on that heap).
 struct HeapFilled {
@@ -39,6 +47,6 @@ struct HeapFilled {
     double ms = 0;
     std::string skipped;
 };
-HeapFilled fill_heap();
+HeapFilled fill_heap(HeldBlocks& held);
 
 }  // namespace cowguard::holes

@@ -21,10 +21,6 @@ namespace cowguard::holes {
 
 namespace {
 
-// The blocks taken: never freed (a freed block would be a hole again); kept reachable here.
-std::vector<void*> g_held;
-std::vector<void*> g_heap_held;  // fill_heap()'s, apart: growing g_held would free its old buffer (a hole)
-
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
 #define COWGUARD_GLIBC_HEAP 1
 // glibc's main arena is one brk() segment: [break - arena, break - top chunk) holds its live and
@@ -63,7 +59,7 @@ private:
 // the block (mmap threshold 128 KB): a free chunk that large is taken in 64 KB pieces.
 constexpr size_t kHeapMaxBlock = 64 * 1024, kHeapMinBlock = 16;
 
-HeapFilled fill_heap() {
+HeapFilled fill_heap(HeldBlocks& held) {
     HeapFilled r;
 #ifdef COWGUARD_GLIBC_HEAP
     double t0 = mono_ms();
@@ -71,8 +67,8 @@ HeapFilled fill_heap() {
     auto sizes = hole_sizes(kHeapMaxBlock, kHeapMinBlock);
     // every free chunk splits into at most one block per size
     uint64_t max_blocks = (heap.free_chunks() + 1) * sizes.size();
-    g_heap_held.reserve(max_blocks + sizes.size());
-    HeapFill f = holes::fill_heap(heap, sizes, max_blocks, heap.free_bytes(), g_heap_held);
+    held.heap.reserve(max_blocks + sizes.size());
+    HeapFill f = holes::fill_heap(heap, sizes, max_blocks, heap.free_bytes(), held.heap);
     r.blocks = f.blocks;
     r.bytes = f.bytes;
     r.ms = mono_ms() - t0;
@@ -82,7 +78,7 @@ HeapFilled fill_heap() {
     return r;
 }
 
-Filled fill() {
+Filled fill(HeldBlocks& held) {
     Filled r;
     double t0 = mono_ms();
     char* buf = nullptr;
@@ -107,14 +103,14 @@ Filled fill() {
     }
     uint64_t total = 0;
     for (const SizeClass& c : *table) total += c.avail;
-    g_held.reserve(g_held.size() + total);  // glibc's heap, not pymalloc's: reserved before taking blocks
+    held.pymalloc.reserve(held.pymalloc.size() + total);  // glibc's heap, not pymalloc's: reserved before taking blocks
     // One class after the other, each of its pools in use filled before a new pool is opened:
     // pymalloc serves a size from the pools in use of its class first.
     for (const SizeClass& c : *table) {
         for (uint64_t i = 0; i < c.avail; i++) {
             void* p = PyObject_Malloc(c.size);
             if (!p) break;
-            g_held.push_back(p);
+            held.pymalloc.push_back(p);
             r.blocks++;
             r.bytes += c.size;
         }

@@ -43,21 +43,19 @@ int64_t mule_or_spooler_harakiri_left() {
     return -1;
 }
 
-// With threads > 1 every core thread ends its requests here: one collects, the others go back to
-// accept() at once rather than queue for the GIL (what they left is the next collection's).
-std::atomic<bool> g_one_collector{false};
-
 constexpr double kTickSeconds = 1.0;  // mules and spoolers: how often they ask
 
 }  // namespace
 
+// With threads > 1 every core thread ends its requests here: one collects, the others go back to
+// accept() at once rather than queue for the GIL (what they left is the next collection's).
 void between_after_request(Context& ctx) {
-    if (g_one_collector.exchange(true, std::memory_order_acquire)) return;
+    if (ctx.between_collecting.exchange(true, std::memory_order_acquire)) return;
     {
         gc::GilScope gil;
         gc::collect_between(ctx, worker_harakiri_left());
     }
-    g_one_collector.store(false, std::memory_order_release);
+    ctx.between_collecting.store(false, std::memory_order_release);
 }
 
 void between_process_started(Context& ctx) {

@@ -70,7 +70,7 @@ void cow_report_setup_master() {
     }
     PyObject* handler = PyCFunction_New(&g_signal_def, nullptr);  // kept for the life of the process
     if (!handler || uwsgi_register_signal(static_cast<uint8_t>(st.cow_report_signal), const_cast<char*>("workers"),
-                                          handler, static_cast<uint8_t>(context().python_modifier))) {
+                                          handler, static_cast<uint8_t>(context().python.modifier))) {
         fail("cowguard-cow-report-signal: cannot register uWSGI signal " + std::to_string(st.cow_report_signal) +
              " (already taken?): pick another one");
     }

@@ -24,6 +24,7 @@ extern "C" {
 #include <cstring>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cowguard/fast_exit.h"
@@ -81,17 +82,8 @@ using glue::ok_or_fail;
 using glue::value_or_fail;
 using glue::log_line;
 
-RawOptions g_raw;
 Context& g_ctx = glue::context();  // this file's name for the one context
-
-struct uwsgi_plugin* g_python = nullptr;
-void (*g_python_post_fork)(void) = nullptr;
-void (*g_python_fixup)(void) = nullptr;
-void (*g_python_pre_uwsgi_fork)(void) = nullptr;
-void (*g_python_post_uwsgi_fork)(int) = nullptr;
-int (*g_python_worker)(void) = nullptr;
-void (*g_python_atexit)(void) = nullptr;
-int (*g_python_mount_app)(char*, char*) = nullptr;
+PythonPlugin& g_python = g_ctx.python;  // and for the python plugin's hooks as they were
 
 bool lazy_mode() { return uwsgi.lazy || uwsgi.lazy_apps; }
 
@@ -99,7 +91,7 @@ bool lazy_mode() { return uwsgi.lazy || uwsgi.lazy_apps; }
 
 void store_option(char* /*key*/, char* value, void* name) {
     // Every value is kept as written; build_settings validates all of them at init.
-    g_raw[static_cast<const char*>(name)].emplace_back(value ? value : "");
+    g_ctx.raw_options[static_cast<const char*>(name)].emplace_back(value ? value : "");
 }
 
 std::vector<struct uwsgi_option> make_options_table() {
@@ -129,7 +121,7 @@ void collect_interpreters() {
         struct uwsgi_worker& w = uwsgi.workers[wid];
         for (int i = 0; i < w.apps_cnt; i++) {
             struct uwsgi_app& app = w.apps[i];
-            if (app.modifier1 != g_ctx.python_modifier || !app.interpreter) continue;
+            if (app.modifier1 != g_python.modifier || !app.interpreter) continue;
             auto* ts = static_cast<PyThreadState*>(app.interpreter);
             bool known = false;
             for (PyThreadState* t : interps) known = known || t == ts || t->interp == ts->interp;
@@ -159,8 +151,8 @@ void find_python_plugin() {
     for (int i = 0; i < 256; i++) {
         struct uwsgi_plugin* p = uwsgi.p[i];
         if (p && p->name && strncmp(p->name, "python", 6) == 0) {
-            g_python = p;
-            g_ctx.python_modifier = i;
+            g_python.plugin = p;
+            g_python.modifier = i;
             return;
         }
     }
@@ -262,8 +254,6 @@ void refuse_fork_hooks_with_sub_interpreters() {
 // every one). Held, the signal waits for the worker's own handler. Threads the app starts while
 // it loads inherit the mask, so these signals reach the main thread.
 constexpr int kWorkerStopSignals[] = {SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-sigset_t g_mask_before_fork;     // the forking thread's mask, restored in the master after the fork
-bool g_stop_signals_held = false;
 
 sigset_t worker_stop_signals() {
     sigset_t set;
@@ -273,8 +263,8 @@ sigset_t worker_stop_signals() {
 }
 
 void release_stop_signals() {
-    if (!g_stop_signals_held) return;
-    g_stop_signals_held = false;
+    if (!g_ctx.stop_signals_held) return;
+    g_ctx.stop_signals_held = false;
     sigset_t set = worker_stop_signals();
     pthread_sigmask(SIG_UNBLOCK, &set, nullptr);  // a signal held meanwhile is handled here, by uWSGI's handler
 }
@@ -282,28 +272,28 @@ void release_stop_signals() {
 // uWSGI calls these around the fork of a worker only (not of mules or spoolers).
 void wrapped_python_pre_uwsgi_fork() {
     sigset_t set = worker_stop_signals();
-    pthread_sigmask(SIG_BLOCK, &set, &g_mask_before_fork);
-    if (g_python_pre_uwsgi_fork) g_python_pre_uwsgi_fork();
+    pthread_sigmask(SIG_BLOCK, &set, &g_ctx.mask_before_fork);
+    if (g_python.pre_uwsgi_fork) g_python.pre_uwsgi_fork();
 }
 
 void wrapped_python_post_uwsgi_fork(int in_child) {
-    if (g_python_post_uwsgi_fork) g_python_post_uwsgi_fork(in_child);
+    if (g_python.post_uwsgi_fork) g_python.post_uwsgi_fork(in_child);
     if (in_child)
-        g_stop_signals_held = true;  // released in the fixup hook
+        g_ctx.stop_signals_held = true;  // released in the fixup hook
     else
-        pthread_sigmask(SIG_SETMASK, &g_mask_before_fork, nullptr);
+        pthread_sigmask(SIG_SETMASK, &g_ctx.mask_before_fork, nullptr);
 }
 
 // uWSGI runs the fixup hooks right after it has installed the worker's signal handlers.
 void wrapped_python_fixup() {
     release_stop_signals();
-    if (g_python_fixup) g_python_fixup();
+    if (g_python.fixup) g_python.fixup();
 }
 
 // python-worker-override replaces uwsgi_worker_run (and its fixup hooks) with a script.
 int wrapped_python_worker() {
     if (uwsgi_option_on("python-worker-override")) release_stop_signals();
-    return g_python_worker ? g_python_worker() : 0;
+    return g_python.worker ? g_python.worker() : 0;
 }
 
 void process_started();
@@ -312,7 +302,7 @@ int wrapped_python_mount_app(char* mountpoint, char* app);
 void wrapped_python_atexit();
 
 int cowguard_init() {
-    BuiltSettings built = value_or_fail(build_settings(g_raw));
+    BuiltSettings built = value_or_fail(build_settings(g_ctx.raw_options));
     g_ctx.settings = built.settings;
     for (const auto& note : built.notes) log_line("%s", note.c_str());
     if (!g_ctx.settings.enabled) {
@@ -331,24 +321,14 @@ int cowguard_init() {
     g_ctx.log = glue::log_line;
 
     // Wrap the python plugin's hooks (see the comment at the top of this file).
-    g_python_post_fork = g_python->post_fork;
-    g_python->post_fork = wrapped_python_post_fork;
-    g_python_pre_uwsgi_fork = g_python->pre_uwsgi_fork;
-    g_python->pre_uwsgi_fork = wrapped_python_pre_uwsgi_fork;
-    g_python_post_uwsgi_fork = g_python->post_uwsgi_fork;
-    g_python->post_uwsgi_fork = wrapped_python_post_uwsgi_fork;
-    g_python_fixup = g_python->fixup;
-    g_python->fixup = wrapped_python_fixup;
-    g_python_worker = g_python->worker;
-    g_python->worker = wrapped_python_worker;
-    if (g_python->mount_app) {
-        g_python_mount_app = g_python->mount_app;
-        g_python->mount_app = wrapped_python_mount_app;
-    }
-    if (g_ctx.settings.fast_exit) {
-        g_python_atexit = g_python->atexit;
-        g_python->atexit = wrapped_python_atexit;
-    }
+    struct uwsgi_plugin* py = g_python.plugin;
+    g_python.post_fork = std::exchange(py->post_fork, wrapped_python_post_fork);
+    g_python.pre_uwsgi_fork = std::exchange(py->pre_uwsgi_fork, wrapped_python_pre_uwsgi_fork);
+    g_python.post_uwsgi_fork = std::exchange(py->post_uwsgi_fork, wrapped_python_post_uwsgi_fork);
+    g_python.fixup = std::exchange(py->fixup, wrapped_python_fixup);
+    g_python.worker = std::exchange(py->worker, wrapped_python_worker);
+    if (py->mount_app) g_python.mount_app = std::exchange(py->mount_app, wrapped_python_mount_app);
+    if (g_ctx.settings.fast_exit) g_python.atexit = std::exchange(py->atexit, wrapped_python_atexit);
     uwsgi_string_new_list(&uwsgi.call_post_app, const_cast<char*>("cowguard_post_app"));
     uwsgi_string_new_list(&uwsgi.after_request_hooks, const_cast<char*>("cowguard_after_request"));
 
@@ -389,7 +369,7 @@ std::vector<PyObject*> uwsgi_reused_objects() {
     struct uwsgi_worker& w = uwsgi.workers[uwsgi.mywid];
     for (int i = 0; i < w.apps_cnt; i++) {
         struct uwsgi_app& app = w.apps[i];
-        if (app.modifier1 != g_ctx.python_modifier) continue;
+        if (app.modifier1 != g_python.modifier) continue;
         for (int c = 0; c < uwsgi.cores; c++) {
             if (app.args && app.args[c]) out.push_back(static_cast<PyObject*>(app.args[c]));
             if (app.environ && app.environ[c]) out.push_back(static_cast<PyObject*>(app.environ[c]));
@@ -451,14 +431,14 @@ void process_started() {
 // started at import then runs Python beside the new interpreter's import, and the master crashed
 // (stock uWSGI too, seen here). Mounting with the GIL held is what CPython requires.
 int wrapped_python_mount_app(char* mountpoint, char* app) {
-    if (PyGILState_Check()) return g_python_mount_app(mountpoint, app);
+    if (PyGILState_Check()) return g_python.mount_app(mountpoint, app);
     gc::GilScope gil;
-    return g_python_mount_app(mountpoint, app);
+    return g_python.mount_app(mountpoint, app);
 }
 
 void wrapped_python_post_fork() {
     if (g_ctx.active) reinit_python_after_fork();
-    if (g_python_post_fork) g_python_post_fork();
+    if (g_python.post_fork) g_python.post_fork();
     process_started();
 }
 
@@ -482,9 +462,9 @@ void wrapped_python_atexit() {
     if (g_ctx.interps.empty()) collect_interpreters();
     fast_exit::run_python_exit_path(g_ctx.interps, uwsgi.skip_atexit, uwsgi.last_exit_code);
     // uwsgi_plugins_atexit() would call the request plugins after python's: call them here.
-    for (int j = g_ctx.python_modifier + 1; j < 256; j++) {
+    for (int j = g_python.modifier + 1; j < 256; j++) {
         struct uwsgi_plugin* p = uwsgi.p[j];
-        if (p && p != g_python && p->atexit && p->atexit != wrapped_python_atexit) p->atexit();
+        if (p && p != g_python.plugin && p->atexit && p->atexit != wrapped_python_atexit) p->atexit();
     }
     _exit(uwsgi.last_exit_code);
 }
@@ -518,8 +498,8 @@ void cowguard_post_app(void) {
         // (forky: 36 MB of the 100 MB the trim test frees at import came back with the fill first).
         if (g_ctx.settings.trim) trim_heap();
         if (g_ctx.fill_holes) {  // last before the fork: nothing allocates after it
-            g_ctx.holes = holes::fill();
-            g_ctx.heap_holes = holes::fill_heap();
+            g_ctx.holes = holes::fill(g_ctx.held_blocks);
+            g_ctx.heap_holes = holes::fill_heap(g_ctx.held_blocks);
         }
         // Without a master, this process is worker 1 itself (and forks any other workers).
         log_policy(uwsgi.master_process ? "master" : "no master, before the workers start");

@@ -28,11 +28,11 @@ namespace cowguard::glue {
 
 namespace {
 
-std::vector<warmup::RequestFile> g_files;  // parsed at init, in the order given
+const std::vector<warmup::RequestFile>& request_files() { return context().warmup_files; }
 
 size_t request_count() {
     size_t n = 0;
-    for (const auto& f : g_files) n += f.requests.size();
+    for (const auto& f : request_files()) n += f.requests.size();
     return n;
 }
 
@@ -119,7 +119,7 @@ struct AppRequests {
 
 std::vector<AppRequests> route_requests(int python_modifier) {
     std::vector<AppRequests> groups;
-    for (const auto& f : g_files) {
+    for (const auto& f : request_files()) {
         for (const auto& r : f.requests) {
             bool by_mountpoint;
             struct uwsgi_app* app = app_for(r.path, python_modifier, by_mountpoint);
@@ -239,7 +239,8 @@ void replay_requests(const std::vector<AppRequests>& groups, bool in_worker, boo
 
 void warmup_load_requests() {
     const Settings& s = context().settings;
-    g_files.clear();
+    std::vector<warmup::RequestFile>& files = context().warmup_files;
+    files.clear();
     if (s.warmup_worker_rounds > 0 && s.warmup_requests.empty())
         fail("cowguard-warmup-worker-rounds: replays the cowguard-warmup-requests files in each worker, and none is "
              "given: add cowguard-warmup-requests or set 0");
@@ -257,7 +258,7 @@ void warmup_load_requests() {
             for (const auto& req : requests)
                 log_line("dry run: %s:%d: %s", printable(path).c_str(), req.line,
                          printable(warmup::format_request(req)).c_str());
-        g_files.push_back({path, std::move(requests)});
+        files.push_back({path, std::move(requests)});
     }
 }
 
@@ -270,11 +271,11 @@ void warmup_run() {
         run_callables(s.warmup, "cowguard-warmup", in_worker);
     }
     std::vector<AppRequests> groups;
-    if (!g_files.empty() && s.warmup_dry_run) {
+    if (!request_files().empty() && s.warmup_dry_run) {
         log_line("cowguard-warmup-dry-run = true: %zu request%s listed at startup, none replayed", request_count(),
                  plural(request_count()));
     } else if (request_count() > 0) {
-        groups = route_requests(context().python_modifier);
+        groups = route_requests(context().python.modifier);
         if (groups.empty())
             log_line("cowguard-warmup-requests: no WSGI app loaded %s: nothing replayed",
                      where_it_runs(in_worker, "replays for").c_str());
@@ -294,7 +295,7 @@ void warmup_worker_replay() {
     if (s.warmup_worker_rounds == 0 || s.warmup_dry_run || request_count() == 0) return;
     if (uwsgi.lazy || uwsgi.lazy_apps) return;  // warmup_run replays in each worker already
     gc::GilScope gil;
-    std::vector<AppRequests> groups = route_requests(context().python_modifier);
+    std::vector<AppRequests> groups = route_requests(context().python.modifier);
     if (!groups.empty()) replay_requests(groups, true, true);
 }
 
