@@ -6,6 +6,7 @@ landing on one. Reports, per configuration, the median req/s and the median uWSG
 over the rounds, and the ratios of cowguard against the recipes.
 
   COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/throughput.py [--rounds 5] [--seconds 4]
+      [--configs article-recipe,cowguard]   (two side by side: more rounds in the same time)
 
 Writes bench/results/<YYYYmmdd-HHMMSS>-throughput/throughput.json and prints a markdown table.
 The rounds themselves are bench/run.py's throughput_rounds(), which `make bench` also runs.
@@ -53,7 +54,13 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=full.rounds)
     ap.add_argument("--seconds", type=int, default=full.round_s)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--configs", help="comma-separated configurations to compare (default: bench/run.py's defaults), "
+                                      "of: %s" % ",".join(run.CONFIG_BY_NAME))
     args = ap.parse_args(argv)
+    names = args.configs.split(",") if args.configs else None
+    unknown = [n for n in names or [] if n not in run.CONFIG_BY_NAME]
+    if unknown:
+        ap.error("unknown configuration %s; known: %s" % (", ".join(unknown), ",".join(run.CONFIG_BY_NAME)))
     plugin, why = run.plugin_status()
     if plugin:
         plugin, _ = run.snapshot_plugin(plugin)
@@ -64,7 +71,7 @@ def main(argv=None):
     (outdir / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     python = tuple(int(x) for x in run.versions()["python"].split(".")[:2])
-    configs = [c for c in run.CONFIGS if c.default and not c.skip_reason(python, why)]
+    configs = [c for c in run.CONFIGS if (c.name in names if names else c.default) and not c.skip_reason(python, why)]
     figures = run.throughput_rounds(args.app, configs, args.workers, plugin, outdir / "logs", args.rounds,
                                    args.seconds)
     doc = {"date": datetime.now().isoformat(timespec="seconds"), "machine": run.machine_info(),
