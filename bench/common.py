@@ -5,6 +5,7 @@ Stdlib only.
 """
 import atexit
 import functools
+import json
 import os
 import platform
 import re
@@ -107,6 +108,22 @@ def free_port():
         if port not in _PORTS_GIVEN:
             _PORTS_GIVEN.add(port)
             return port
+
+
+def read_stats(where, timeout=10):
+    """The JSON document of a stats server (a port on 127.0.0.1, or "host:port"), read to EOF:
+    the server writes the whole document and closes the connection."""
+    return json.loads(read_stats_bytes(where, timeout))
+
+
+def read_stats_bytes(where, timeout=10):
+    """read_stats()'s raw bytes."""
+    host, port = ("127.0.0.1", where) if isinstance(where, int) else where.rsplit(":", 1)
+    chunks = []
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # ---------------------------------------------------------------- /proc readers

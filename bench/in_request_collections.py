@@ -10,24 +10,13 @@ per generation, summed over the workers, with the requests served in between.
 """
 import argparse
 import json
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402
-from common import Uwsgi, free_port, run_wrk  # noqa: E402
-
-
-def stats(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return json.loads(data)
-            data += chunk
+from common import Uwsgi, free_port, read_stats, run_wrk  # noqa: E402
 
 
 def phases(doc):
@@ -61,9 +50,9 @@ def main():
         u.start()
         try:
             run_wrk(u.url(app.path), args.prewarm, app.wrk_script)
-            before, req0 = phases(stats(stats_port))
+            before, req0 = phases(read_stats(stats_port))
             run_wrk(u.url(app.path), args.seconds, app.wrk_script)
-            after, req1 = phases(stats(stats_port))
+            after, req1 = phases(read_stats(stats_port))
         finally:
             u.kill()
     diff = {p: [a - b for a, b in zip(after[p], before[p])] for p in after}

@@ -7,7 +7,6 @@ Usage: COWGUARD_PLUGIN=build/cowguard_plugin.so /usr/bin/python3 bench/stats_cos
 """
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_seconds as cpu_s, default_plugin, free_port, kill_group, spawn  # noqa: E402
+from common import cpu_seconds as cpu_s, default_plugin, free_port, kill_group, read_stats, read_stats_bytes, spawn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 APP = HERE.parent / "configs" / "apps" / "gcinfo.py"
@@ -24,10 +23,7 @@ APP = HERE.parent / "configs" / "apps" / "gcinfo.py"
 
 def read_doc(port):
     t0 = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
+    data = read_stats_bytes(port)
     took = time.perf_counter() - t0
     json.loads(data)
     return took, len(data)
@@ -45,11 +41,7 @@ def measure(plugin, workers, seconds):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", stats), timeout=10) as s:
-                    data = b""
-                    while chunk := s.recv(65536):
-                        data += chunk
-                if sum(1 for w in json.loads(data)["workers"] if w["pid"] > 0) == workers:
+                if sum(1 for w in read_stats(stats)["workers"] if w["pid"] > 0) == workers:
                     break
             except (OSError, ValueError):
                 pass

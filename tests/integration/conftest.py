@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
 PLUGIN = Path(os.environ.get("COWGUARD_PLUGIN", ROOT / "build" / "cowguard_plugin.so"))
 sys.path.append(str(ROOT / "bench"))
-from common import free_port, smaps_rollup  # noqa: E402,F401  (bench/common.py, shared with the benchmarks)
+from common import free_port, read_stats, smaps_rollup  # noqa: E402,F401  (bench/common.py, shared with the benchmarks)
 # CPython's own default GC thresholds in the Python uWSGI's python3 plugin embeds (what a worker has
 # with cowguard off): 700,10,10 up to 3.12; 3.13 raised generation 0's to 2000.
 EMBEDDED_PYTHON = subprocess.run([ROOT / "tools" / "uwsgi-python-config", "--python"], capture_output=True,
@@ -172,17 +172,6 @@ def uwsgi(tmp_path):
     yield start
     for inst in instances:
         inst.kill()
-
-
-def read_stats(where, timeout=10):
-    """The JSON document of a stats server (a port on 127.0.0.1, or "host:port"), read to EOF:
-    the server writes the whole document and closes the connection."""
-    host, port = ("127.0.0.1", where) if isinstance(where, int) else where.rsplit(":", 1)
-    chunks = []
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
 
 
 def private_kb(pid):
