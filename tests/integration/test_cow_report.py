@@ -194,7 +194,8 @@ def test_report_duration_on_a_1gb_heap(uwsgi):
 def test_walk_writes_no_frozen_object(uwsgi):
     """Measured through the report itself: once the first reports have loaded what they need,
     each further report leaves the python_objects mappings' private bytes within a page or two of
-    the one before, and copies none of the 120,000 CowDistinctive instances it walks over."""
+    the one before, and copies none of the 120,000 CowDistinctive instances it walks over (their
+    private count moves only when a request's allocation copied a page)."""
     u = uwsgi(["--workers", 1, "--module", "cow_mutate"]).wait_ready()
     for _ in range(3):
         u.get("/report")
@@ -208,11 +209,17 @@ def test_walk_writes_no_frozen_object(uwsgi):
     # pools now and then: a page, sometimes a few; on average at most two.
     assert sum(growth) <= 2 * PAGE * len(growth), growth
     assert statistics.median(growth) <= PAGE, growth
-    assert len(set(cow)) == 1, cow
     # Frozen objects newly on copied pages: only those on the pages the requests' own allocations
     # copied (a 4 KB page holds up to ~75 small objects; the report is bigger since it has its
-    # code section), never the walked ones.
-    assert total[-1] - total[0] < 100 * (1 + sum(growth) // PAGE), (total, growth)
+    # code section), never the walked ones. A CowDistinctive instance can share a pool page with a
+    # hole that a request allocates into (forky CI: 72 -> 73 while 5 pages were copied), so its
+    # count may move only with the copied pages; had the walk written the 120,000 instances, it
+    # would jump by thousands after the first report.
+    pages_copied = sum(growth) // PAGE
+    # (One page of slack: the net growth can hide a copied page when an arena of the requests'
+    # own objects is released in the same step.)
+    assert cow[-1] - cow[0] <= 75 * (1 + pages_copied), (cow, growth)
+    assert total[-1] - total[0] < 100 * (1 + pages_copied), (total, growth)
 
 
 # ---- the files ---------------------------------------------------------------------------------
