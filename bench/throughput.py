@@ -3,7 +3,8 @@
 (idle but for the one under load), and short wrk loads rotate over them for several rounds, so a
 slow moment of the host or a drift of the CPU clock spreads over all configurations instead of
 landing on one. Reports, per configuration, the median req/s and the median uWSGI CPU per request
-over the rounds, and the ratios of cowguard against the recipes.
+over the rounds, and the ratios of cowguard against the recipes: of the medians, and the median of
+the per-round ratios (each round's pair ran at the same moment).
 
   COWGUARD_PLUGIN=$PWD/build/cowguard_plugin.so /usr/bin/python3 bench/throughput.py [--rounds 5] [--seconds 4]
       [--configs article-recipe,cowguard]   (two side by side: more rounds in the same time)
@@ -13,6 +14,7 @@ The rounds themselves are bench/run.py's throughput_rounds(), which `make bench`
 """
 import argparse
 import json
+import statistics
 import sys
 import time
 from datetime import datetime
@@ -34,6 +36,12 @@ def ratios(figures):
         r = {"rps": round(cg["rps_median"] / f["rps_median"], 3) if f["rps_median"] else None}
         if cg["cpu_ms_per_request_median"] and f["cpu_ms_per_request_median"]:
             r["cpu_ms_per_request"] = round(cg["cpu_ms_per_request_median"] / f["cpu_ms_per_request_median"], 3)
+        # The rounds are interleaved, so each round's pair saw the same moment of the host: the
+        # median of the per-round ratios is the steadier figure when the host's speed drifts.
+        pairs = [(c["rps"], o["rps"]) for c, o in zip(cg.get("rounds", []), f.get("rounds", [])) if o["rps"]]
+        if pairs:
+            r["rps_per_round_median"] = round(statistics.median(c / o for c, o in pairs), 3)
+            r["rounds_cowguard_faster"] = "%d of %d" % (sum(c > o for c, o in pairs), len(pairs))
         res["cowguard_vs_" + name] = r
     return res
 
