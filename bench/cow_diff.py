@@ -2,9 +2,12 @@
 """What a Django worker wrote into the pages it shares with the master: 2 workers of the bench's
 Django project (bench/apps/cow_diff_wsgi.py) under cowguard, 8 s of the page mix, then every
 present page of the first worker's writable anonymous mappings and [heap] compared with the
-master's (/proc/PID/mem, root): pages equal, changed (by how many 8-byte words), or with no master
-page (the worker's heap grew past the master's); then the worker locates the changed words in
-objects. Diagnostic, not part of bench/run.py.
+master's (/proc/PID/mem, root): pages equal, changed (by how many 8-byte words), absent in the
+master (a page it never touched: the worker's own), or with no master page (the worker's heap grew
+past the master's); then the worker locates the changed words in objects, and for each of those
+objects the master's memory at its address tells what was there at fork time: the same object
+(immortal or mortal, with its reference count), or a free block. Diagnostic, not part of
+bench/run.py. COW_DIFF_MORTAL_STR=1 also prints the text of every mortal str found so.
 
   /usr/bin/python3 bench/cow_diff.py [extra uWSGI options]    (COWGUARD_PLUGIN: the plugin)
 """
@@ -41,6 +44,7 @@ try:
     w = pids[0]
     mm = open("/proc/%d/mem" % u.pid, "rb", buffering=0); wm = open("/proc/%d/mem" % w, "rb", buffering=0)
     pm = open("/proc/%d/pagemap" % w, "rb", buffering=0)
+    mpm = open("/proc/%d/pagemap" % u.pid, "rb", buffering=0)
     master_maps = maps(u.pid)
     stats = collections.Counter(); hist = collections.Counter(); page_addrs = []
     for lo, hi, name in maps(w):
@@ -61,6 +65,10 @@ try:
                 stats[name + ":no-master-page"] += 1; continue
             if mp == wp:
                 stats[name + ":same"] += 1; continue
+            # A page the master never touched reads as zeros: the worker's own new page, not a copy.
+            mpm.seek(addr // 4096 * 8)
+            if not (int.from_bytes(mpm.read(8), "little") >> 63 & 1):
+                stats[name + ":master-page-absent"] += 1; continue
             words = [j for j in range(0, 4096, 8) if wp[j:j+8] != mp[j:j+8]]
             n = len(words)
             b = "1-2" if n <= 2 else "3-8" if n <= 8 else "9-64" if n <= 64 else "65+"
@@ -73,5 +81,23 @@ try:
     print("changed pages by what their changed words sit in (MB):")
     for k, v in sorted(res["pages"].items(), key=lambda kv: -kv[1]): print("  %6.2f MB  %s" % (v * 4096 / 1048576, k))
     print("offsets:", sorted(res["offsets"].items(), key=lambda kv: -kv[1])[:25])
+    # What the master held at fork time where the worker now has these objects: the same object
+    # (immortal or mortal), another object, or a free block.
+    types = {int(k): v for k, v in res["types"].items()}
+    was = collections.Counter()
+    for addr, kind in res["objects"].items():
+        mm.seek(int(addr)); head = mm.read(16)
+        word0 = int.from_bytes(head[:8], "little"); tp = int.from_bytes(head[8:16], "little")
+        # A freed block's first word is the next free block (or NULL), its second is left as it was.
+        if word0 == 0 or (1 << 40 <= word0 < 1 << 48) or tp not in types:
+            was["now %s, master: free block%s" % (kind, " (was a %s)" % types[tp] if tp in types else "")] += 1
+        else:
+            state = "immortal" if word0 & 0xFFFFFFFF >= 1 << 31 else "mortal, refcount %d" % min(word0, 9)
+            was["now %s, master: %s %s" % (kind, state, types[tp])] += 1
+            if os.environ.get("COW_DIFF_MORTAL_STR") and types[tp] == "str" and state != "immortal":
+                mm.seek(int(addr) + 16); n = int.from_bytes(mm.read(8), "little")
+                mm.seek(int(addr) + 40); print("mortal str in the master:", mm.read(min(n, 60)))
+    print("at fork time, the master held there (objects):")
+    for k, v in was.most_common(30): print("  %6d  %s" % (v, k))
 finally:
     u.kill()

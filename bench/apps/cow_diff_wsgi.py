@@ -2,7 +2,9 @@
 takes [[mapping, [address, ...]], ...] (one list per changed page) and answers, per page, the type
 of the object most of its changed words sit in ("no object" when none): every GC-tracked object
 (gc.unfreeze() first: needs --cowguard-guard allow, and it writes GC headers, so it runs after the
-pages were compared), the code objects of functions and the untracked referents of all.
+pages were compared), the code objects of functions and the untracked referents of all; and the
+address of each object found ("objects") and the names of the types ("types", by address), for
+cow_diff.py to read what the master held there.
 /trim calls malloc_trim(0) and answers private kB before and after."""
 import bisect
 import gc
@@ -35,7 +37,7 @@ def locate(addrs):
             if not gc.is_tracked(r): add(r, 0)
     spans.sort(key=lambda s: s[0])
     starts = [s[0] for s in spans]
-    pages = {}; offsets = {}
+    pages = {}; offsets = {}; objects = {}
     for name, group in addrs:
         kinds = {}
         for a in group:
@@ -43,6 +45,7 @@ def locate(addrs):
             if i >= 0 and spans[i][0] <= a < spans[i][1]:
                 s = spans[i]; off = a - s[0]
                 kind = s[2]
+                objects.setdefault(id(s[3]), kind)
                 offsets["%s+%d" % (kind, off if kind != "code" else min(off, 200))] = offsets.get("%s+%d" % (kind, off if kind != "code" else min(off, 200)), 0) + 1
             else:
                 kind = "no object"
@@ -50,7 +53,9 @@ def locate(addrs):
         top = max(kinds, key=kinds.get) if kinds else "none"
         key = name + ": " + top
         pages[key] = pages.get(key, 0) + 1
-    return {"pages": pages, "offsets": offsets}
+    # static types (int, str, code...) are not GC-tracked: taken from the objects' own types too
+    types = {id(t): t.__name__ for t in [o for o in objs if isinstance(o, type)] + [type(s[3]) for s in spans]}
+    return {"pages": pages, "offsets": offsets, "objects": objects, "types": types}
 
 def application(environ, start_response):
     if environ["PATH_INFO"] == "/locate":

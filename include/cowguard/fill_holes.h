@@ -8,6 +8,8 @@
 // (PYTHONMALLOC=malloc). fill_heap() does the same for glibc malloc's free chunks (malloc_holes.h).
 #pragma once
 
+#include <Python.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,6 +39,14 @@ struct HeldBlocks {
     std::vector<void*> pymalloc;
     std::vector<void*> heap;  // fill_heap()'s, apart: growing `pymalloc` would free its old buffer (a hole)
 };
+
+// Before fill(), in the master, GIL held: clears every interpreter's type attribute cache
+// (PyType_ClearCache). Each entry holds a reference to the name it caches, and names built at run
+// time (Django's getattr(node, "as_" + vendor)) are not interned: that reference is their only one,
+// so the immortal walk does not reach them. A worker whose lookup reuses the entry would free the
+// name, writing its pool page; cleared here, the names die in the master and fill() takes their
+// blocks. Measured on the Django bench project, 3.14, 4 workers: 7.22 -> 6.89 MB private per worker.
+void release_type_caches(const std::vector<PyThreadState*>& interps);
 
 // In the master, GIL held, right before the fork: one call that runs no Python code.
 Filled fill(HeldBlocks& held);

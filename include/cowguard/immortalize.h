@@ -10,7 +10,8 @@
 //     co_name, co_qualname, co_linetable, co_exceptiontable (code has no tp_traverse);
 //   - heap types' ht_name, ht_qualname, ht_slots (type_traverse skips them).
 // Not reached: objects held only by C statics or interpreter state and by no frozen object (for
-// instance strings only the intern table holds), code objects' lazily built co_code/co_varnames
+// instance strings only the intern table holds; names only the type attribute cache holds are
+// freed before the fork: holes::release_type_caches), code objects' lazily built co_code/co_varnames
 // caches, and tracked objects made after the freeze. Tracked objects are never recursed into:
 // the frozen ones are walked by the main loop, younger ones are not the fork's.
 //

@@ -2,6 +2,7 @@
 #include <Python.h>
 
 #include "cowguard/fill_holes.h"
+#include "cowguard/gc_control.h"
 #include "cowguard/measure.h"
 
 #include <unistd.h>
@@ -76,6 +77,13 @@ HeapFilled fill_heap(HeldBlocks& held) {
     r.skipped = "not glibc malloc";
 #endif
     return r;
+}
+
+void release_type_caches(const std::vector<PyThreadState*>& interps) {
+    for (PyThreadState* ts : interps) {
+        gc::InterpreterScope scope(ts);
+        PyType_ClearCache();
+    }
 }
 
 Filled fill(HeldBlocks& held) {

@@ -494,6 +494,7 @@ void cowguard_post_app(void) {
         gc::apply_worker_policy(g_ctx, static_cast<int64_t>(g_ctx.freeze.frozen));
         if (uwsgi.mywid == 1) log_policy("lazy-apps, worker 1");
     } else {
+        if (g_ctx.fill_holes) holes::release_type_caches(g_ctx.interps);  // what it frees, the fill takes
         // Trim first: filling takes malloc's free chunks, the pages malloc_trim would give back
         // (forky: 36 MB of the 100 MB the trim test frees at import came back with the fill first).
         if (g_ctx.settings.trim) trim_heap();
