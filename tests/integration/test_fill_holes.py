@@ -46,7 +46,7 @@ def test_names_only_the_type_cache_holds_die_in_the_master(uwsgi):
 
 def test_without_filling_the_type_cache_keeps_them(uwsgi):
     """The control: without the fill some of the names reach the workers alive, so the test above
-    can fail. The master's own lookups after the import evict (and free) most of them: 10-11 of
-    400 survived on 3.11, 39-41 on 3.13, 22 on 3.14."""
+    can fail. Most do not survive to the fork (why was not measured): 10-11 of 400 reached the
+    workers on 3.11, 39-41 on 3.13, 22 on 3.14."""
     u, answers = names_alive(uwsgi, "false")
     assert all(d["alive"] >= d["of"] // 100 for d in answers), (answers, u.log()[-2000:])
